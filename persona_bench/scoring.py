@@ -1,0 +1,242 @@
+"""Scoring answers from logits: `letter` and `cloze`, for causal and seq2seq models.
+
+letter  one forward pass per prompt; the answer-label tokens' logits at the answer
+        position (the last prompt position of a causal model, computed only there;
+        the first decoder step of a seq2seq model). Saves the softmax over the
+        labels and the full-vocabulary probability mass the labels take.
+cloze   each option's text as the continuation of the prompt; its log-likelihood
+        summed and per token. The prompt is encoded once: its KV cache (causal) or
+        encoder output (seq2seq) is shared by the options' rows.
+
+Every function takes one batch of requests and returns one result per request, in
+order. Padding never changes a result: causal prompts are left-padded with explicit
+position ids; continuations are right-padded and masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .prompts import continuation
+
+
+@dataclass
+class Request:
+    prompt_ids: list[int]
+    label_ids: list[int] = field(default_factory=list)  # letter: one token per label
+    option_ids: list[list[int]] = field(default_factory=list)  # cloze: tokens of each option's continuation
+
+    @property
+    def cost(self) -> int:
+        """Tokens this request adds to a batch's forward passes (for the token budget)."""
+        return len(self.prompt_ids) + sum(len(o) for o in self.option_ids)
+
+
+@dataclass
+class Result:
+    scores: list[float]  # letter: label logits; cloze: the deciding log-likelihood per option
+    probs: list[float]  # softmax over `scores`
+    label_mass: Optional[float] = None  # letter: full-vocabulary probability on the labels
+    logprob_sum: Optional[list[float]] = None  # cloze
+    n_tokens: Optional[list[int]] = None  # cloze
+
+    @property
+    def pred(self) -> int:
+        return max(range(len(self.scores)), key=lambda i: (self.scores[i], -i))
+
+
+class TokenizationError(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------- tokenization
+def encode(tokenizer, text: str, add_special: bool) -> list[int]:
+    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+def suffix_ids(tokenizer, prompt: str, prompt_ids: list[int], suffix: str, add_special: bool) -> list[int]:
+    """The tokens `suffix` adds after `prompt`, as the tokenizer splits prompt+suffix.
+
+    Falls back to encoding the suffix alone when the joint encoding changes the
+    prompt's own tokens (a merge across the boundary)."""
+    whole = encode(tokenizer, prompt + suffix, add_special)
+    n = len(prompt_ids)
+    if tokenizer.eos_token_id is not None and add_special and prompt_ids and prompt_ids[-1] == tokenizer.eos_token_id:
+        n -= 1  # tokenizers that append EOS (T5): compare without it
+        whole = whole[:-1]
+    if whole[:n] == prompt_ids[:n] and len(whole) > n:
+        return whole[n:]
+    return encode(tokenizer, suffix, False)
+
+
+class LabelResolver:
+    """Answer-label token ids per tokenizer, with or without a leading space as the model
+    would emit them after the prompt; checked to be single tokens."""
+
+    def __init__(self, tokenizer, arch: str):
+        self.tokenizer, self.arch = tokenizer, arch
+        self._cache: dict = {}
+
+    def __call__(self, prompt: str, prompt_ids: list[int], labels: tuple[str, ...], add_special: bool) -> list[int]:
+        key = (prompt[-24:], labels, add_special)
+        if key not in self._cache:
+            ids = []
+            for label in labels:
+                if self.arch == "seq2seq":  # the decoder's first token
+                    toks = encode(self.tokenizer, label, False)
+                    shown = label
+                else:
+                    shown = continuation(prompt, label)
+                    toks = suffix_ids(self.tokenizer, prompt, prompt_ids, shown, add_special)
+                if len(toks) != 1:
+                    raise TokenizationError(
+                        f"answer label {shown!r} is {len(toks)} tokens {toks} for this tokenizer; letter scoring needs "
+                        "single-token labels: use scoring=cloze or another scoring.format"
+                    )
+                ids.append(toks[0])
+            if len(set(ids)) != len(ids):
+                raise TokenizationError(f"answer labels {labels} map to repeated token ids {ids}")
+            self._cache[key] = ids
+        return self._cache[key]
+
+
+# --------------------------------------------------------------------------- tensors
+def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask, position_ids for left-padded causal prompts."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def _right_pad(seqs: list[list[int]], pad_id: int, device, width: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    width = width or max(1, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _project(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Output-layer logits (float32) for selected hidden states, with the model's soft-capping."""
+    logits = model.get_output_embeddings()(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _softmax(xs: list[float]) -> list[float]:
+    return torch.softmax(torch.tensor(xs, dtype=torch.float64), 0).tolist()
+
+
+def _letter_results(logits: torch.Tensor, requests: list[Request]) -> list[Result]:
+    logz = torch.logsumexp(logits, dim=-1)
+    out = []
+    for i, r in enumerate(requests):
+        lab = logits[i, r.label_ids]
+        mass = torch.exp(torch.logsumexp(lab, 0) - logz[i]).item()
+        scores = lab.tolist()
+        out.append(Result(scores=scores, probs=_softmax(scores), label_mass=mass))
+    return out
+
+
+def _cloze_result(lp_sum: list[float], n_tok: list[int], by: str) -> Result:
+    scores = [s / max(n, 1) for s, n in zip(lp_sum, n_tok)] if by == "mean" else list(lp_sum)
+    return Result(scores=scores, probs=_softmax(scores), logprob_sum=lp_sum, n_tokens=n_tok)
+
+
+# --------------------------------------------------------------------------- causal
+@torch.inference_mode()
+def letter_causal(model, requests: list[Request], pad_id: int) -> list[Result]:
+    ids, mask, pos = _left_pad([r.prompt_ids for r in requests], pad_id, model.device)
+    hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+    return _letter_results(_project(model, hidden[:, -1]), requests)
+
+
+@torch.inference_mode()
+def cloze_causal(model, requests: list[Request], pad_id: int, by: str) -> list[Result]:
+    dev = model.device
+    n_opt = max(len(r.option_ids) for r in requests)
+    ids, mask, pos = _left_pad([r.prompt_ids for r in requests], pad_id, dev)
+    out = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    first_lp = torch.log_softmax(_project(model, out.last_hidden_state[:, -1]), dim=-1)  # predicts each option's 1st token
+    # Row k*n_opt+j continues request k with option j, minus its last token (whose successor is not scored).
+    opts = [r.option_ids[j] if j < len(r.option_ids) else [] for r in requests for j in range(n_opt)]
+    lp_sum = [[0.0] * len(r.option_ids) for r in requests]
+    for k, r in enumerate(requests):
+        for j, o in enumerate(r.option_ids):
+            lp_sum[k][j] = first_lp[k, o[0]].item()
+    rest = [o[:-1] for o in opts]
+    if max(len(x) for x in rest) > 0:
+        cache = out.cache
+        cache.batch_repeat_interleave(n_opt)
+        cids, cmask = _right_pad(rest, pad_id, dev)
+        start = mask.sum(-1).repeat_interleave(n_opt).unsqueeze(1)
+        cpos = start + torch.arange(cids.shape[1], device=dev).unsqueeze(0)
+        full_mask = torch.cat([mask.repeat_interleave(n_opt, dim=0), cmask], dim=1)
+        h = model.base_model(input_ids=cids, attention_mask=full_mask, position_ids=cpos, cache=cache, use_cache=True).last_hidden_state
+        rows, cols = cmask.nonzero(as_tuple=True)  # only real continuation positions reach the output layer
+        lp = torch.log_softmax(_project(model, h[rows, cols]), dim=-1)
+        targets = torch.tensor([opts[r][c + 1] for r, c in zip(rows.tolist(), cols.tolist())], device=dev)
+        tok_lp = lp.gather(1, targets.unsqueeze(1)).squeeze(1).tolist()
+        for (r, _), v in zip(zip(rows.tolist(), cols.tolist()), tok_lp):
+            k, j = divmod(r, n_opt)
+            lp_sum[k][j] += v
+    return [_cloze_result(lp_sum[k], [len(o) for o in r.option_ids], by) for k, r in enumerate(requests)]
+
+
+# --------------------------------------------------------------------------- seq2seq
+def _encoder_inputs(requests: list[Request], pad_id: int, device):
+    return _right_pad([r.prompt_ids for r in requests], pad_id, device)
+
+
+@torch.inference_mode()
+def letter_seq2seq(model, requests: list[Request], pad_id: int) -> list[Result]:
+    ids, mask = _encoder_inputs(requests, pad_id, model.device)
+    start = torch.full((len(requests), 1), model.config.decoder_start_token_id, dtype=torch.long, device=model.device)
+    logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=start, use_cache=False).logits[:, 0].float()
+    return _letter_results(logits, requests)
+
+
+@torch.inference_mode()
+def cloze_seq2seq(model, requests: list[Request], pad_id: int, by: str) -> list[Result]:
+    dev = model.device
+    n_opt = max(len(r.option_ids) for r in requests)
+    ids, mask = _encoder_inputs(requests, pad_id, dev)
+    enc = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state  # encoded once per prompt
+    opts = [r.option_ids[j] if j < len(r.option_ids) else [] for r in requests for j in range(n_opt)]
+    start = model.config.decoder_start_token_id
+    dec, dmask = _right_pad([[start] + o[:-1] if o else [] for o in opts], pad_id, dev)
+    tgt, _ = _right_pad(opts, pad_id, dev, width=dec.shape[1])
+    logits = model(
+        encoder_outputs=(enc.repeat_interleave(n_opt, dim=0),),
+        attention_mask=mask.repeat_interleave(n_opt, dim=0),
+        decoder_input_ids=dec,
+        decoder_attention_mask=dmask,
+        use_cache=False,
+    ).logits.float()
+    tok_lp = torch.log_softmax(logits, dim=-1).gather(2, tgt.unsqueeze(2)).squeeze(2) * dmask
+    sums = tok_lp.sum(-1).tolist()
+    return [
+        _cloze_result([sums[k * n_opt + j] for j in range(len(r.option_ids))], [len(o) for o in r.option_ids], by)
+        for k, r in enumerate(requests)
+    ]
+
+
+def score_batch(model, requests: list[Request], arch: str, method: str, pad_id: int, cloze_by: str = "mean") -> list[Result]:
+    """One batch of requests -> one Result each, in order."""
+    if method == "letter":
+        return (letter_seq2seq if arch == "seq2seq" else letter_causal)(model, requests, pad_id)
+    fn = cloze_seq2seq if arch == "seq2seq" else cloze_causal
+    return fn(model, requests, pad_id, cloze_by)

@@ -1,0 +1,36 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# Make the helper importable whatever pytest's import mode (prepend, importlib).
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from tiny_models import build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Factory: ``tiny_model_dir(arch, chat_template=None) -> Path``.
+
+    Builds (once per session per ``(arch, chat_template)``) a tiny random model
+    and tokenizer with ``tests/tiny_models.build_tiny_model`` and returns the
+    directory, loadable offline with the Auto classes. Treat it as read-only:
+    it is shared by every test in the session.
+    """
+    cache: dict[tuple[str, str | None], Path] = {}
+
+    def get(arch: str, chat_template: str | None = None) -> Path:
+        key = (arch, chat_template)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"tiny-{arch}-{chat_template or 'plain'}")
+            cache[key] = build_tiny_model(arch, out, chat_template)
+        return cache[key]
+
+    return get
