@@ -133,7 +133,7 @@ def score_items(model, items: list[Item], cfg: Config, method: str, pad_id: int)
     with tqdm(total=len(items), unit="prompt", disable=not cfg.progress, desc=cfg.model.name, smoothing=0.1) as bar:
         for batch in batches:
             reqs = [items[i].request for i in batch]
-            for i, res in zip(batch, score_batch(model, reqs, cfg.model.arch, method, pad_id, cfg.scoring.cloze_score)):
+            for i, res in zip(batch, score_batch(model, reqs, cfg.model.arch, method, pad_id, cfg.scoring.cloze_score, cfg.model.batch_tokens)):
                 results[i] = res
             n_tokens += sum(r.cost for r in reqs)
             bar.update(len(batch))

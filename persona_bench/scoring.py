@@ -127,24 +127,46 @@ def _right_pad(seqs: list[list[int]], pad_id: int, device, width: Optional[int] 
     return ids.to(device), mask.to(device)
 
 
-def _project(model, hidden: torch.Tensor) -> torch.Tensor:
-    """Output-layer logits (float32) for selected hidden states, with the model's soft-capping."""
-    logits = model.get_output_embeddings()(hidden).float()
+def _softcap(model, logits: torch.Tensor) -> torch.Tensor:
     cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def _head(model, hidden: torch.Tensor, ids: torch.Tensor, block: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output-layer logits at `ids` (rows x k) and the log-normaliser (rows), float32.
+
+    The vocabulary is processed in blocks with a running log-sum-exp, so the full
+    (vocabulary x rows) logit matrix never exists: for Gemma's 262,144-token head it
+    would be 1 MB per row, and writing and re-reading it cost more than the matmul.
+    Blocks of 4,096 vocabulary rows times a contiguous hidden.T ran at the CPU's full
+    matmul rate (0.146 TFLOP/s, against 0.08 for hidden @ weight.T in one piece)."""
+    head = model.get_output_embeddings()
+    weight = getattr(head, "weight", None)
+    if not (isinstance(head, torch.nn.Linear) and head.bias is None and weight is not None and weight.dtype == hidden.dtype):
+        logits = _softcap(model, head(hidden).float())  # quantised or biased heads: the module's own forward
+        return logits.gather(1, ids), torch.logsumexp(logits, dim=-1)
+    picked = _softcap(model, torch.einsum("nh,nkh->nk", hidden, weight[ids]).float())
+    n = hidden.shape[0]
+    hidden_t = hidden.T.contiguous()
+    run_max = torch.full((n,), float("-inf"), device=hidden.device)
+    run_sum = torch.zeros(n, device=hidden.device)
+    for start in range(0, weight.shape[0], block):
+        blk = _softcap(model, (weight[start : start + block] @ hidden_t).float())  # (block, rows)
+        new_max = torch.maximum(run_max, blk.amax(0))
+        run_sum = run_sum * torch.exp(run_max - new_max) + blk.sub_(new_max).exp_().sum(0)
+        run_max = new_max
+    return picked, run_max + torch.log(run_sum)
 
 
 def _softmax(xs: list[float]) -> list[float]:
     return torch.softmax(torch.tensor(xs, dtype=torch.float64), 0).tolist()
 
 
-def _letter_results(logits: torch.Tensor, requests: list[Request]) -> list[Result]:
-    logz = torch.logsumexp(logits, dim=-1)
+def _letter_results(picked: torch.Tensor, logz: torch.Tensor, requests: list[Request]) -> list[Result]:
+    """Label logits (rows x labels, padded with -inf) and the labels' share of the vocabulary."""
     out = []
     for i, r in enumerate(requests):
-        lab = logits[i, r.label_ids]
+        lab = picked[i, : len(r.label_ids)]
         mass = torch.exp(torch.logsumexp(lab, 0) - logz[i]).item()
         scores = lab.tolist()
         out.append(Result(scores=scores, probs=_softmax(scores), label_mass=mass))
@@ -161,38 +183,81 @@ def _cloze_result(lp_sum: list[float], n_tok: list[int], by: str) -> Result:
 def letter_causal(model, requests: list[Request], pad_id: int) -> list[Result]:
     ids, mask, pos = _left_pad([r.prompt_ids for r in requests], pad_id, model.device)
     hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
-    return _letter_results(_project(model, hidden[:, -1]), requests)
+    return _letter_results(*_head(model, hidden[:, -1], _label_matrix(requests, hidden.device)), requests)
+
+
+def _label_matrix(requests: list[Request], device) -> torch.Tensor:
+    """Label ids as a (rows x most labels) matrix; short rows repeat their last label (ignored)."""
+    width = max(len(r.label_ids) for r in requests)
+    return torch.tensor([r.label_ids + r.label_ids[-1:] * (width - len(r.label_ids)) for r in requests], device=device)
+
+
+def _cache_rows(cache, snapshot, rows: torch.Tensor) -> None:
+    """Point every cache layer at the given prompt rows (repeats allowed) of the snapshot; the
+    snapshot's tensors are never modified, so each group of option rows starts from the prompt."""
+    for layer, (keys, values, seen) in zip(cache.layers, snapshot):
+        layer.keys, layer.values = keys[rows], values[rows]
+        if seen is not None:
+            layer.cumulative_length = seen
+
+
+def option_groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """Option rows grouped by length, longest first: a group holds rows at least 3/4 as long as its
+    first and at most `budget` padded tokens, so padding stays small. Rows of length 0 need no pass."""
+    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: (-lengths[i], i))
+    groups: list[list[int]] = []
+    for i in order:
+        g = groups[-1] if groups else None
+        if g and 4 * lengths[i] >= 3 * lengths[g[0]] and (len(g) + 1) * lengths[g[0]] <= budget:
+            g.append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 @torch.inference_mode()
-def cloze_causal(model, requests: list[Request], pad_id: int, by: str) -> list[Result]:
+def cloze_causal(model, requests: list[Request], pad_id: int, by: str, budget: int = 4096) -> list[Result]:
     dev = model.device
-    n_opt = max(len(r.option_ids) for r in requests)
     ids, mask, pos = _left_pad([r.prompt_ids for r in requests], pad_id, dev)
     out = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    first_lp = torch.log_softmax(_project(model, out.last_hidden_state[:, -1]), dim=-1)  # predicts each option's 1st token
-    # Row k*n_opt+j continues request k with option j, minus its last token (whose successor is not scored).
-    opts = [r.option_ids[j] if j < len(r.option_ids) else [] for r in requests for j in range(n_opt)]
-    lp_sum = [[0.0] * len(r.option_ids) for r in requests]
-    for k, r in enumerate(requests):
-        for j, o in enumerate(r.option_ids):
-            lp_sum[k][j] = first_lp[k, o[0]].item()
-    rest = [o[:-1] for o in opts]
-    if max(len(x) for x in rest) > 0:
-        cache = out.cache
-        cache.batch_repeat_interleave(n_opt)
-        cids, cmask = _right_pad(rest, pad_id, dev)
-        start = mask.sum(-1).repeat_interleave(n_opt).unsqueeze(1)
-        cpos = start + torch.arange(cids.shape[1], device=dev).unsqueeze(0)
-        full_mask = torch.cat([mask.repeat_interleave(n_opt, dim=0), cmask], dim=1)
+    pairs = [(k, j) for k, r in enumerate(requests) for j in range(len(r.option_ids))]
+    n_opt = max(len(r.option_ids) for r in requests)
+    # Hidden states that predict option tokens, gathered for one pass through the output layer:
+    # the prompt's last position predicts every option's first token (one row per prompt, n_opt
+    # targets; short rows repeat a target, ignored) ...
+    hidden = [out.last_hidden_state[:, -1]]
+    firsts = [[o[0] for o in r.option_ids] for r in requests]
+    targets = [f + f[-1:] * (n_opt - len(f)) for f in firsts]
+    owners: list[list[int]] = []
+    base = 0
+    for r in requests:
+        owners.append(list(range(base, base + len(r.option_ids))))
+        base += len(r.option_ids)
+    # ... the rest continue from the prompt's cache, in groups of option rows of similar length.
+    cache = out.cache
+    snapshot = [(l.keys, l.values, getattr(l, "cumulative_length", None)) for l in cache.layers]
+    rest = [requests[k].option_ids[j][:-1] for k, j in pairs]  # inputs whose successors are scored
+    real = mask.sum(-1)
+    for group in option_groups([len(x) for x in rest], budget):
+        prompt_rows = torch.tensor([pairs[g][0] for g in group], device=dev)
+        _cache_rows(cache, snapshot, prompt_rows)
+        cids, cmask = _right_pad([rest[g] for g in group], pad_id, dev)
+        cpos = real[prompt_rows].unsqueeze(1) + torch.arange(cids.shape[1], device=dev).unsqueeze(0)
+        full_mask = torch.cat([mask[prompt_rows], cmask], dim=1)
         h = model.base_model(input_ids=cids, attention_mask=full_mask, position_ids=cpos, cache=cache, use_cache=True).last_hidden_state
-        rows, cols = cmask.nonzero(as_tuple=True)  # only real continuation positions reach the output layer
-        lp = torch.log_softmax(_project(model, h[rows, cols]), dim=-1)
-        targets = torch.tensor([opts[r][c + 1] for r, c in zip(rows.tolist(), cols.tolist())], device=dev)
-        tok_lp = lp.gather(1, targets.unsqueeze(1)).squeeze(1).tolist()
-        for (r, _), v in zip(zip(rows.tolist(), cols.tolist()), tok_lp):
-            k, j = divmod(r, n_opt)
-            lp_sum[k][j] += v
+        rows, cols = cmask.nonzero(as_tuple=True)  # only real positions reach the output layer
+        hidden.append(h[rows, cols])
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            p = group[r]
+            owners.append([p])
+            targets.append([requests[pairs[p][0]].option_ids[pairs[p][1]][c + 1]] * n_opt)
+    picked, logz = _head(model, torch.cat(hidden), torch.tensor(targets, device=dev))
+    lp = (picked - logz.unsqueeze(1)).tolist()
+    lp_sum = [[0.0] * len(r.option_ids) for r in requests]
+    for row, own in zip(lp, owners):
+        for slot, p in enumerate(own):
+            k, j = pairs[p]
+            lp_sum[k][j] += row[slot]
     return [_cloze_result(lp_sum[k], [len(o) for o in r.option_ids], by) for k, r in enumerate(requests)]
 
 
@@ -206,7 +271,7 @@ def letter_seq2seq(model, requests: list[Request], pad_id: int) -> list[Result]:
     ids, mask = _encoder_inputs(requests, pad_id, model.device)
     start = torch.full((len(requests), 1), model.config.decoder_start_token_id, dtype=torch.long, device=model.device)
     logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=start, use_cache=False).logits[:, 0].float()
-    return _letter_results(logits, requests)
+    return _letter_results(logits.gather(1, _label_matrix(requests, logits.device)), torch.logsumexp(logits, -1), requests)
 
 
 @torch.inference_mode()
@@ -234,9 +299,11 @@ def cloze_seq2seq(model, requests: list[Request], pad_id: int, by: str) -> list[
     ]
 
 
-def score_batch(model, requests: list[Request], arch: str, method: str, pad_id: int, cloze_by: str = "mean") -> list[Result]:
+def score_batch(model, requests: list[Request], arch: str, method: str, pad_id: int, cloze_by: str = "mean",
+                budget: int = 4096) -> list[Result]:
     """One batch of requests -> one Result each, in order."""
     if method == "letter":
         return (letter_seq2seq if arch == "seq2seq" else letter_causal)(model, requests, pad_id)
-    fn = cloze_seq2seq if arch == "seq2seq" else cloze_causal
-    return fn(model, requests, pad_id, cloze_by)
+    if arch == "seq2seq":
+        return cloze_seq2seq(model, requests, pad_id, cloze_by)
+    return cloze_causal(model, requests, pad_id, cloze_by, budget)

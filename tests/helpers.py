@@ -1,0 +1,44 @@
+"""Helpers shared by tests: compose the real configs, make typed configs for tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from persona_bench.config import Config, register
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED = ROOT.parent / "shared" / "paper-data"
+
+register()
+
+
+def compose_cfg(overrides: list[str] = (), out: str = "/tmp/persona-bench-test") -> Config:
+    """The real config composed as run.py composes it, as a typed Config."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"output_dir={out}", *overrides])
+    return OmegaConf.to_object(cfg)
+
+
+def tiny_cfg(model_dir: Path, arch: str, out: Path, **over) -> Config:
+    """The demo config pointed at a tiny local model, on a handful of questions."""
+    cfg = compose_cfg([
+        "model=gemma3_270m",
+        f"model.name=tiny_{arch}",
+        "model.source=local",
+        f"model.path={model_dir}",
+        f"model.arch={'seq2seq' if arch == 't5' else 'causal'}",
+        "model.dtype=fp32",
+        "model.params_b=0.0001",
+        "dataset.subjects=[clinical_knowledge,high_school_physics]",
+        "dataset.per_subject=3",
+        "role_set.names=[doctor,friend]",
+        "progress=false",
+    ], out=str(out))
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        setattr(getattr(cfg, section), field, value) if field else setattr(cfg, section, value)
+    return cfg

