@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from persona_bench.config import ConfigError, register
+from persona_bench.config import UserError, register
 
 register()
 log = logging.getLogger("persona_bench")
@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         summary = run(OmegaConf.to_object(cfg))
-    except ConfigError as e:
+    except UserError as e:
         log.error("%s", e)
         sys.exit(2)
     return summary.get("accuracy", {}).get("persona_mean")

@@ -98,7 +98,7 @@ class DatasetConfig:
 class ScoringConfig:
     method: str = "auto"  # auto (the model's own default) | letter | cloze
     format: str = "auto"  # auto (mmlu for letter, cloze for cloze) | mmlu | paper | cloze
-    cloze_score: str = "mean"  # cloze: which log-likelihood decides: mean (per token) | sum
+    cloze_score: str = "sum"  # cloze: which log-likelihood decides: sum (lm-evaluation-harness's acc) | mean (per token)
     subject_header: bool = True  # mmlu format: start with "The following are multiple choice questions (with answers) about <subject>."
     collapse_warning: float = 0.6  # warn when one label takes more than this share of predictions
 
@@ -127,8 +127,16 @@ def register() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """An error the user can fix; entry points print its message alone and exit non-zero."""
+
+
+class ConfigError(UserError, ValueError):
     """A config value that composes but cannot run; the message names the value and the valid ones."""
+
+
+class Unavailable(UserError, RuntimeError):
+    """A model or data source that is neither cached nor reachable."""
 
 
 def _choice(where: str, value: Any, valid: tuple) -> None:

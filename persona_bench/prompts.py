@@ -43,7 +43,7 @@ def question_body(q: Question, fmt: str, subject_header: bool = True) -> Body:
         opts = ", ".join(f"{i + 1}. {c}" for i, c in enumerate(q.choices))
         return Body(f"{q.question.strip()} Options: {opts}.\nAnswer:", tuple(str(i + 1) for i in range(n)), tuple(q.choices))
     if fmt == "cloze":  # lm-evaluation-harness's mmlu_continuation
-        return Body(q.question.strip() + "\nAnswer:", (), tuple(q.choices))
+        return Body(f"Question: {q.question.strip()}\nAnswer:", (), tuple(q.choices))
     raise ConfigError(f"scoring.format={fmt!r}; valid: mmlu, paper, cloze")
 
 

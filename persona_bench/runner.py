@@ -27,7 +27,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import __version__
-from .config import Config, validate, resolved_scoring
+from .config import Config, ConfigError, resolved_scoring, validate
 from .data import Question, data_hash, default_cache_dir, load_questions
 from .models import load_model, resolve_device
 from .plan import Plan, make_plan
@@ -210,9 +210,12 @@ def run(cfg: Config) -> dict:
         plan = make_plan(cfg, questions, roles, templates, grid, method, fmt)
         print(plan.render())
         return {"dry_run": plan.as_dict()}
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output_dir={out} cannot be created: {e}") from None
     if not os.access(out, os.W_OK):
-        raise PermissionError(f"output_dir={out} is not writable")
+        raise ConfigError(f"output_dir={out} is not writable")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -237,6 +240,7 @@ def run(cfg: Config) -> dict:
         "dataset": {"name": cfg.dataset.name, "source": cfg.dataset.source, "sample": cfg.dataset.sample,
                     "n_questions": len(questions), "data_hash": data_hash(questions)},
         "placement": placement,
+        "control_system": cfg.model.control_system,
         "scoring": {"method": method, "format": fmt, "cloze_score": cfg.scoring.cloze_score},
         **accuracy_summary(df, cfg.scoring.collapse_warning),
         "throughput": timing,

