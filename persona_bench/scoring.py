@@ -163,7 +163,7 @@ def _softmax(xs: list[float]) -> list[float]:
 
 
 def _letter_results(picked: torch.Tensor, logz: torch.Tensor, requests: list[Request]) -> list[Result]:
-    """Label logits (rows x labels, padded with -inf) and the labels' share of the vocabulary."""
+    """Each row's label logits (its first len(label_ids) columns) and the labels' share of the vocabulary."""
     out = []
     for i, r in enumerate(requests):
         lab = picked[i, : len(r.label_ids)]

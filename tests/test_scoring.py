@@ -116,3 +116,26 @@ def test_batches_are_longest_first_within_budget():
 def test_option_groups_keep_padding_small():
     groups = option_groups([10, 1, 9, 0, 4, 5, 2], budget=100)
     assert groups == [[0, 2], [5, 4], [6], [1]]
+
+
+@pytest.mark.slow
+def test_embedded_model_cloze_equals_naive_reference():
+    """Gemma 3's sliding-window cache and 262k-token head through the same cached path."""
+    from helpers import compose_cfg
+    from persona_bench.data import default_cache_dir, load_questions
+    from persona_bench.models import load_model
+
+    cfg = compose_cfg(["model.dtype=fp32"])
+    model, tok, _ = load_model(cfg.model, "cpu", default_cache_dir())
+    qs = load_questions(cfg.dataset.__class__(name="x", sample="mmlu_paper", subjects=["professional_law", "management"],
+                                              per_subject=2))
+    reqs = []
+    for q in qs:
+        prompt = "You are a lawyer.\n" + question_body(q, "cloze").text
+        ids = tok(prompt)["input_ids"]
+        reqs.append(Request(ids, option_ids=[suffix_ids(tok, prompt, ids, continuation(prompt, o), True) for o in q.choices]))
+    got = score_batch(model, reqs, "causal", "cloze", tok.pad_token_id, "sum", budget=256)
+    for r, g in zip(reqs, got):
+        ref = naive(model, "llama", "cloze", r)
+        assert g.logprob_sum == pytest.approx(ref, abs=2e-3, rel=1e-4)
+        assert g.pred == max(range(len(ref)), key=lambda i: ref[i])
