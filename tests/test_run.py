@@ -112,3 +112,14 @@ def test_dry_run_plans_the_paper_study_for_three_models(tmp_path):
     for name, line in zip(("flan", "llama2", "opt"), plans):
         assert line.startswith(f"[plan] {name} ") and "1,564,090 prompts" in line and "GiB" in line
     assert not list((tmp_path / "s").rglob("predictions.parquet"))
+
+
+def test_same_config_gives_identical_predictions(tiny_model_dir, tmp_path):
+    frames = []
+    for i in range(2):
+        cfg = tiny_cfg(tiny_model_dir("llama", "no_system"), "llama", tmp_path / str(i), scoring__method="letter",
+                       scoring__format="paper")
+        run(cfg)
+        frames.append(read(tmp_path / str(i))[0])
+    assert set(frames[0].placement) == {"user"}  # the template rejects a system turn: persona in the user turn
+    pd.testing.assert_frame_equal(frames[0], frames[1])
