@@ -159,7 +159,7 @@ def validate(cfg: Config) -> None:
     if m.trust_remote_code:
         import warnings
 
-        warnings.warn(f"model.trust_remote_code=true: code from {m.path} will run on this machine")
+        warnings.warn(f"model.trust_remote_code is on: code from {m.path} will run on this machine")
     s = cfg.scoring
     _choice("scoring.method", s.method, SCORING_METHODS)
     _choice("scoring.format", s.format, FORMATS)

@@ -24,14 +24,13 @@ from typing import Optional
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
 from . import __version__
 from .config import Config, ConfigError, resolved_scoring, validate
 from .data import Question, data_hash, default_cache_dir, load_questions
 from .models import load_model, resolve_device
-from .plan import Plan, make_plan
-from .prompts import Body, continuation, question_body, render, resolve_placement
+from .plan import make_plan
+from .prompts import continuation, question_body, render, resolve_placement
 from .roles import Role, Template, build_roles, build_templates, personas
 from .scoring import LabelResolver, Request, Result, score_batch, suffix_ids
 from .summary import accuracy_summary
@@ -49,7 +48,6 @@ class Item:
     question: Question
     template: Template
     role: Optional[Role]
-    body: Body
     prompt: str
     request: Request
     choices: list[str]  # label strings (letter) or continuation strings (cloze), as fed after the prompt
@@ -102,7 +100,7 @@ def build_items(questions, grid, tokenizer, cfg: Config, placement: str, method:
             else:
                 opt_ids = [suffix_ids(tokenizer, text, prompt_ids, c, add_special) for c in choices]
             req = Request(prompt_ids, option_ids=opt_ids)
-        items.append(Item(q, template, role, body, text, req, choices))
+        items.append(Item(q, template, role, text, req, choices))
     return items
 
 
@@ -253,8 +251,3 @@ def run(cfg: Config) -> dict:
              summary["pred_histogram"], timing["prompts_per_s"], timing["tokens_per_s"], 100 * timing["utilisation"],
              tflops, out)
     return summary
-
-
-def config_from_dict(d: dict) -> Config:
-    """A typed Config from a plain dict (tests and scripts that do not use Hydra)."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), d))  # type: ignore[return-value]

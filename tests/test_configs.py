@@ -2,7 +2,6 @@
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 from helpers import CONF, compose_cfg
 from persona_bench.config import ConfigError, resolved_scoring, validate
