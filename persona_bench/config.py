@@ -98,7 +98,7 @@ class DatasetConfig:
 class ScoringConfig:
     method: str = "auto"  # auto (the model's own default) | letter | cloze
     format: str = "auto"  # auto (mmlu for letter, cloze for cloze) | mmlu | paper | cloze
-    cloze_score: str = "sum"  # cloze: which log-likelihood decides: sum (lm-evaluation-harness's acc) | mean (per token)
+    cloze_score: str = "mean"  # cloze: which log-likelihood decides: mean (per token) | sum (lm-evaluation-harness's acc)
     subject_header: bool = True  # mmlu format: start with "The following are multiple choice questions (with answers) about <subject>."
     collapse_warning: float = 0.6  # warn when one label takes more than this share of predictions
 
