@@ -26,6 +26,7 @@ from typing import Any, Optional
 import torch
 
 from .config import ConfigError, ModelConfig, Unavailable
+from .data import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
     stamp: dict = {}
     kwargs: dict = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.source == "pypi_gguf":
-        where, stamp = gguf_converted_dir(cfg, cache_dir or Path.home() / ".cache" / "persona_bench")
+        where, stamp = gguf_converted_dir(cfg, cache_dir or default_cache_dir())
     elif cfg.source == "hub":
         where = hub_snapshot(cfg) or cfg.path
         if where == cfg.path:

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .config import ConfigError
-from .data import Question
+from .data import LETTERS, Question
 
-LETTERS = "ABCDEFGHIJ"
 _SENTINEL = "PERSONA-SENTINEL-7f3a"
 MMLU_HEADER = "The following are multiple choice questions (with answers) about {subject}.\n\n"
 

@@ -262,13 +262,9 @@ def cloze_causal(model, requests: list[Request], pad_id: int, by: str, budget: i
 
 
 # --------------------------------------------------------------------------- seq2seq
-def _encoder_inputs(requests: list[Request], pad_id: int, device):
-    return _right_pad([r.prompt_ids for r in requests], pad_id, device)
-
-
 @torch.inference_mode()
 def letter_seq2seq(model, requests: list[Request], pad_id: int) -> list[Result]:
-    ids, mask = _encoder_inputs(requests, pad_id, model.device)
+    ids, mask = _right_pad([r.prompt_ids for r in requests], pad_id, model.device)
     start = torch.full((len(requests), 1), model.config.decoder_start_token_id, dtype=torch.long, device=model.device)
     logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=start, use_cache=False).logits[:, 0].float()
     return _letter_results(logits.gather(1, _label_matrix(requests, logits.device)), torch.logsumexp(logits, -1), requests)
@@ -278,7 +274,7 @@ def letter_seq2seq(model, requests: list[Request], pad_id: int) -> list[Result]:
 def cloze_seq2seq(model, requests: list[Request], pad_id: int, by: str) -> list[Result]:
     dev = model.device
     n_opt = max(len(r.option_ids) for r in requests)
-    ids, mask = _encoder_inputs(requests, pad_id, dev)
+    ids, mask = _right_pad([r.prompt_ids for r in requests], pad_id, dev)
     enc = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state  # encoded once per prompt
     opts = [r.option_ids[j] if j < len(r.option_ids) else [] for r in requests for j in range(n_opt)]
     start = model.config.decoder_start_token_id

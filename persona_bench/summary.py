@@ -11,6 +11,8 @@ from collections import Counter
 
 import pandas as pd
 
+from .data import LETTERS
+
 log = logging.getLogger(__name__)
 
 CONTROL = "control"
@@ -24,7 +26,7 @@ def label_histogram(df: pd.DataFrame) -> dict[str, int]:
     """How often each answer position was predicted (A/B/C/D by position, whatever the label style)."""
     counts = Counter(int(p) for p in df["pred"])
     n = max(counts) + 1 if counts else 0
-    return {"ABCDEFGHIJ"[i]: counts.get(i, 0) for i in range(max(n, int(df["n_choices"].max()) if len(df) else 0))}
+    return {LETTERS[i]: counts.get(i, 0) for i in range(max(n, int(df["n_choices"].max()) if len(df) else 0))}
 
 
 def collapse_share(hist: dict[str, int]) -> tuple[str, float]:
