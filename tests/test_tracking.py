@@ -1,0 +1,391 @@
+"""W&B tracking: what an offline run records, mode resolution without a reachable server,
+failures that must stay warnings, and redaction of secrets. No network; wandb's config, cache
+and data directories live under tmp_path."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+wandb = pytest.importorskip("wandb")
+
+from persona_bench.config import TrackingConfig  # noqa: E402
+from persona_bench.summary import accuracy_summary  # noqa: E402
+from persona_bench.tracking import (  # noqa: E402
+    PER_ROLE_COLUMNS, REDACTED, RUN_ID_FILE, Tracker, WandbTracker, artifact_name, make_tracker, redact,
+    resolve_mode, secret_name,
+)
+from wandb_records import read_wandb_offline  # noqa: E402  (tests/ is on sys.path: conftest.py)
+
+FAKE_KEY = "fake0wandb0key0" + "x" * 25  # the shape of a W&B key; never valid
+HF_SECRET = "hf_FAKEtokenVALUE1234567890"
+LOGGER = "persona_bench.tracking"
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """wandb's own files under tmp_path; no mode, key, host or netrc from the user's environment."""
+    for name in ("config", "cache", "data", "dir"):
+        (tmp_path / f"wandb-{name}").mkdir()
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_PROJECT",
+                "WANDB_ENTITY", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DISABLED"):
+        monkeypatch.delenv(var, raising=False)
+    wandb.teardown()  # wandb reads the environment once per process: start from a fresh setup
+    yield tmp_path
+    wandb.teardown()
+
+
+def predictions() -> pd.DataFrame:
+    """4 questions x (control, speaker/doctor, speaker/friend, audience/doctor), in the runner's schema."""
+    correct = {
+        ("control", None): [1, 1, 0, 0],  # 0.5
+        ("speaker", "doctor"): [1, 1, 1, 0],  # 0.75, +0.25
+        ("speaker", "friend"): [1, 1, 0, 0],  # 0.5, 0
+        ("audience", "doctor"): [0, 0, 0, 0],  # 0, -0.5
+    }
+    attrs = {"doctor": ("occupation", "neutral", "medicine", False), "friend": ("social", "neutral", None, True)}
+    recs = []
+    for (template, role), marks in correct.items():
+        cat, gender, domain, inter = attrs.get(role, (None, None, None, None))
+        for i, c in enumerate(marks):
+            recs.append({"model": "tiny", "question_id": f"q{i}", "subject": "anatomy", "template": template,
+                         "role": role, "role_category": cat, "gender": gender, "domain": domain,
+                         "interpersonal": inter, "pred": 0 if c else 1, "answer": 0, "n_choices": 4,
+                         "correct": bool(c)})
+    return pd.DataFrame.from_records(recs)
+
+
+def write_results(out: Path) -> tuple[dict, pd.DataFrame]:
+    df = predictions()
+    summary = {**accuracy_summary(df), "throughput": {"prompts_per_s": 12.5, "tokens_per_s": 900.0, "device": "cpu"}}
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out / "predictions.parquet", index=False)
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary, df
+
+
+def offline_dirs(out: Path) -> list[Path]:
+    return sorted((out / "wandb").glob("offline-run-*"))
+
+
+def records(run_dir: Path) -> dict:
+    """The run's records once wandb has written them all: run.finish() can return before wandb-core
+    flushes the .wandb file (it flushes every 15 s and when its stream closes); teardown closes it."""
+    wandb.teardown()
+    return read_wandb_offline(run_dir)
+
+
+def test_offline_run_records_summary_config_table_and_artifact(wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # present but unused offline: must not be written anywhere
+    monkeypatch.setenv("HF_TOKEN", HF_SECRET)
+    monkeypatch.setattr(sys, "argv", ["run.py", f"+note={HF_SECRET}"])  # wandb records argv
+    out = wandb_env / "job"
+    summary, df = write_results(out)
+    config = {"model": {"name": "tiny", "batch_tokens": 4096}, "hf_token": "typed-in-secret",
+              "dataset": {"path": f"https://user:{HF_SECRET}@example.org/mmlu"}}
+    run_name = "tiny/speaker demo:1"
+    tracker = WandbTracker(TrackingConfig(backend="wandb", mode="offline", project="pb-test"))
+    tracker.start(config, out, run_name, "sweep-a", ["tiny", "demo"], job_type="benchmark")
+    assert tracker.mode == "offline" and tracker.run is not None
+    tracker.log_results(summary, df, out)
+    tracker.finish(ok=True)
+
+    (run_dir,) = offline_dirs(out)
+    rec = records(run_dir)
+    s = rec["summary"]
+    assert s["accuracy/control"] == pytest.approx(0.5)
+    assert s["accuracy/persona_mean"] == pytest.approx(5 / 12)
+    assert s["accuracy/template/speaker"] == pytest.approx(0.625)
+    assert s["delta_vs_control/template/speaker"] == pytest.approx(0.125)
+    assert s["delta_vs_control/template/audience"] == pytest.approx(-0.5)
+    assert s["accuracy/category/occupation"] == pytest.approx(0.375)
+    assert s["delta_vs_control/category/occupation"] == pytest.approx(-0.125)
+    assert s["delta_vs_control/gender/neutral"] == pytest.approx(5 / 12 - 0.5, abs=1e-5)
+    assert s["throughput/prompts_per_s"] == 12.5 and "throughput/device" not in s
+    assert s["n_prompts"] == 16
+
+    assert rec["config"]["model"] == {"name": "tiny", "batch_tokens": 4096}
+    assert rec["config"]["hf_token"] == REDACTED
+    assert rec["config"]["dataset"]["path"] == f"https://user:{REDACTED}@example.org/mmlu"
+    assert rec["run"]["group"] == "sweep-a" and rec["run"]["tags"] == ["tiny", "demo"]
+    assert rec["run"]["job_type"] == "benchmark" and rec["run"]["name"] == run_name
+    assert rec["run"]["id"] == (out / RUN_ID_FILE).read_text().strip()
+    assert rec["exit_code"] == 0
+
+    table = rec["tables"]["per_role"]
+    assert table["columns"] == PER_ROLE_COLUMNS
+    rows = {(r[0], r[1]): dict(zip(PER_ROLE_COLUMNS, r)) for r in table["data"]}
+    assert set(rows) == {("doctor", "speaker"), ("friend", "speaker"), ("doctor", "audience")}
+    assert rows["doctor", "speaker"]["accuracy"] == pytest.approx(0.75)
+    assert rows["doctor", "speaker"]["delta_vs_control"] == pytest.approx(0.25)
+    assert rows["doctor", "audience"]["delta_vs_control"] == pytest.approx(-0.5)
+    assert rows["friend", "speaker"]["category"] == "social" and rows["friend", "speaker"]["interpersonal"] is True
+    assert rows["doctor", "speaker"]["domain"] == "medicine" and rows["friend", "speaker"]["domain"] is None
+    assert rows["doctor", "speaker"]["n"] == 4
+
+    (art,) = [a for a in rec["artifacts"] if a["type"] == "predictions"]
+    assert art["name"] == artifact_name(run_name) == "predictions-tiny-speaker-demo-1"
+    assert sorted(art["files"]) == ["predictions.parquet", "summary.json"]
+
+    for path in wandb_env.rglob("*"):  # run dir, wandb's config/cache/data dirs
+        if path.is_file():
+            data = path.read_bytes()
+            assert FAKE_KEY.encode() not in data and HF_SECRET.encode() not in data, path
+
+
+def test_same_out_dir_resumes_the_same_run_id(wandb_env):
+    out = wandb_env / "job"
+    ids = []
+    for _ in range(2):
+        t = WandbTracker(TrackingConfig(backend="wandb", mode="offline"))
+        t.start({"a": 1}, out, "job", "g", [])
+        assert t.run is not None
+        ids.append(t.run.id)
+        t.finish(ok=True)
+    assert ids[0] == ids[1] == (out / RUN_ID_FILE).read_text().strip()
+    assert len(offline_dirs(out)) == 2 and all(f"-{ids[0]}" in d.name for d in offline_dirs(out))
+
+
+def closed_port_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connections are refused at once
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def silent_server():
+    """A host that accepts connections and never answers (like a black-holed route)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    yield f"http://127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+
+
+@pytest.fixture
+def http_server():
+    """A host that answers every request with 404."""
+    srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    srv.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def timed_mode(cfg: TrackingConfig) -> tuple[str, str, float]:
+    t = time.perf_counter()
+    mode, reason = resolve_mode(cfg)
+    return mode, reason, time.perf_counter() - t
+
+
+def test_auto_with_a_key_and_a_refusing_host_goes_offline_at_once(wandb_env, monkeypatch):
+    url = closed_port_url()
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    mode, reason, took = timed_mode(TrackingConfig(backend="wandb", mode="auto", probe_timeout_s=3.0))
+    assert mode == "offline" and url in reason and "refused" in reason.lower()
+    assert took < 1.0
+
+
+def test_auto_with_a_key_and_a_silent_host_goes_offline_after_the_probe(wandb_env, monkeypatch, silent_server):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", silent_server)
+    mode, reason, took = timed_mode(TrackingConfig(backend="wandb", mode="auto", probe_timeout_s=0.5))
+    assert mode == "offline" and silent_server in reason
+    assert 0.4 < took < 1.5
+
+
+def test_auto_goes_online_only_with_a_key_and_an_answering_host(wandb_env, monkeypatch, http_server):
+    monkeypatch.setenv("WANDB_BASE_URL", http_server)
+    cfg = TrackingConfig(backend="wandb", mode="auto", probe_timeout_s=2.0)
+    mode, reason, _ = timed_mode(cfg)
+    assert mode == "offline" and "no W&B API key" in reason
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    assert resolve_mode(cfg)[0] == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the environment overrides auto ...
+    assert resolve_mode(cfg)[0] == "disabled"
+    cfg.mode = "offline"  # ... but not an explicit tracking.mode
+    assert resolve_mode(cfg) == ("offline", "tracking.mode=offline")
+
+
+def test_auto_start_with_a_fake_key_logs_one_line_and_runs_offline(wandb_env, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", closed_port_url())
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    out = wandb_env / "job"
+    t = WandbTracker(TrackingConfig(backend="wandb", mode="auto", probe_timeout_s=0.5))
+    t0 = time.perf_counter()
+    t.start({"a": 1}, out, "job", "g", [])
+    took = time.perf_counter() - t0
+    t.finish(ok=True)
+    assert t.mode == "offline" and len(offline_dirs(out)) == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(lines) == 1 and "did not answer" in lines[0] and f"wandb sync {out}/wandb/offline-run-*" in lines[0]
+    assert took < 10
+
+
+def test_online_start_that_fails_falls_back_to_offline_within_the_init_timeout(wandb_env, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", closed_port_url())
+    out = wandb_env / "job"
+    t = WandbTracker(TrackingConfig(backend="wandb", mode="online", init_timeout_s=1.0))
+    t0 = time.perf_counter()
+    t.start({"a": 1}, out, "job", "g", [])
+    took = time.perf_counter() - t0
+    t.finish(ok=True)
+    assert t.mode == "offline" and len(offline_dirs(out)) == 1
+    assert any("online start failed" in r.getMessage() for r in caplog.records)
+    assert took < 8  # wandb's own default path takes ~12 s here whatever init_timeout says
+
+
+def boom(*args, **kwargs):
+    raise RuntimeError("W&B is down")
+
+
+def test_failing_init_is_a_warning_and_the_tracker_turns_off(wandb_env, monkeypatch, caplog):
+    monkeypatch.setattr(wandb, "init", boom)
+    out = wandb_env / "job"
+    summary, df = write_results(out)
+    t = WandbTracker(TrackingConfig(backend="wandb", mode="offline"))
+    t.start({"a": 1}, out, "job", "g", [])
+    t.log_results(summary, df, out)
+    t.log_figures({"x": out / "summary.json"})
+    t.finish(ok=False)
+    t.finish(ok=False)
+    assert t.run is None and t.mode == "off"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER]
+    assert len(warnings) == 1 and "W&B is down" in warnings[0].getMessage()
+
+
+def test_failing_log_is_a_warning_and_finish_still_works(wandb_env, monkeypatch, caplog):
+    out = wandb_env / "job"
+    summary, df = write_results(out)
+    t = WandbTracker(TrackingConfig(backend="wandb", mode="offline"))
+    t.start({"a": 1}, out, "job", "g", [])
+    assert t.run is not None
+    with monkeypatch.context() as m:
+        m.setattr(type(t.run), "log", boom)
+        t.log_results(summary, df, out)
+    assert t.mode == "off"
+    t.log_results(summary, df, out)  # off: no second attempt, no second warning
+    t.finish(ok=False)
+    t.finish(ok=False)
+    assert t.run is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER]
+    assert len(warnings) == 1 and "log_results" in warnings[0].getMessage()
+    rec = records(offline_dirs(out)[0])
+    assert rec["exit_code"] == 1 and "accuracy/control" not in rec["summary"]  # closed with the job's status
+
+
+def test_make_tracker(monkeypatch, caplog):
+    assert type(make_tracker(TrackingConfig(backend="none"))) is Tracker
+    assert type(make_tracker(TrackingConfig(backend="wandb"))) is WandbTracker
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
+    assert type(make_tracker(TrackingConfig(backend="wandb"))) is Tracker
+    assert any("cannot be imported" in r.getMessage() for r in caplog.records)
+
+
+def test_redact_replaces_environment_secrets_anywhere_and_secret_named_keys():
+    env = {"HF_TOKEN": HF_SECRET, "WANDB_API_KEY": FAKE_KEY, "TOKENIZERS_PARALLELISM": "false",
+           "SHORT_KEY": "main", "HOME": "/root/not-a-secret"}
+    cfg = {
+        "model": {"path": "org/model", "revision": "main", "batch_tokens": 4096, "tokenizer": "false"},
+        "runs": [{"args": ("--token", HF_SECRET)}, f"key={FAKE_KEY};"],
+        "hub": {"hf_token": "typed", "apiKey": "typed2", "password": "", "cache": "/root/not-a-secret"},
+        HF_SECRET: 1,  # keys are names, not values: left as is
+    }
+    red = redact(cfg, environ=env)
+    assert red["model"] == cfg["model"]  # "main" and "false" are too short to be secrets
+    assert red["runs"][0]["args"] == ("--token", REDACTED)
+    assert red["runs"][1] == f"key={REDACTED};"
+    assert red["hub"] == {"hf_token": REDACTED, "apiKey": REDACTED, "password": "", "cache": "/root/not-a-secret"}
+    assert cfg["hub"]["hf_token"] == "typed"  # a copy, not in place
+
+
+@pytest.mark.parametrize("name,secret", [
+    ("HF_TOKEN", True), ("WANDB_API_KEY", True), ("apiKey", True), ("db_password", True),
+    ("AWS_SECRET_ACCESS_KEY", True), ("HUGGING_FACE_HUB_TOKEN", True), ("hf_token", True),
+    ("batch_tokens", False), ("TOKENIZERS_PARALLELISM", False), ("tokenizer", False), ("n_prompt_tokens", False),
+    ("keyword", False), ("HOME", False),
+])
+def test_secret_name(name, secret):
+    assert secret_name(name) is secret
+
+
+def tiny_png(path: Path) -> Path:
+    """A valid 1x1 grey PNG, written without pillow."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))
+    return path
+
+
+def test_log_figures_logs_images(wandb_env):
+    out = wandb_env / "job"
+    t = WandbTracker(TrackingConfig(backend="wandb", mode="offline"))
+    t.start({"a": 1}, out, "job", "g", [])
+    t.log_figures({"accuracy_by_role": tiny_png(wandb_env / "fig.png"), "missing": wandb_env / "none.png"})
+    assert t.mode == "offline"
+    t.finish(ok=True)
+    rec = records(offline_dirs(out)[0])
+    assert rec["summary"]["figures/accuracy_by_role"]["_type"] == "image-file"
+    assert "figures/missing" not in rec["summary"]
+
+
+@pytest.mark.slow
+def test_run_py_with_a_fake_key_and_wandb_unreachable_finishes_offline_and_leaks_no_secret(wandb_env, monkeypatch):
+    """The whole path: run.py on the embedded model, tracking=wandb (auto), a key set, W&B unreachable.
+    The job completes, says once how to sync, logs everything offline, and no secret lands anywhere."""
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("HF_TOKEN", HF_SECRET)
+    monkeypatch.setenv("WANDB_BASE_URL", closed_port_url())
+    out = wandb_env / "r"
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "run.py", "debug=tiny", "tracking=wandb", f"hydra.run.dir={out}"],
+                       cwd=root, env=dict(os.environ), capture_output=True, text=True)
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-3000:]
+    assert log.count("W&B offline:") == 1 and "wandb sync" in log
+    local = pd.read_parquet(out / "predictions.parquet")
+    saved = json.loads((out / "summary.json").read_text())
+    assert len(local) == saved["n_prompts"] == 30
+
+    (run_dir,) = offline_dirs(out)
+    rec = read_wandb_offline(run_dir)
+    assert rec["summary"]["accuracy/control"] == pytest.approx(saved["accuracy"]["control"])
+    assert {"accuracy/persona_mean", "accuracy/template/speaker", "delta_vs_control/template/audience",
+            "throughput/prompts_per_s"} <= set(rec["summary"])
+    assert {f"accuracy/category/{c}" for c in local.role_category.dropna()} <= set(rec["summary"])
+    assert len(rec["tables"]["per_role"]["data"]) == 4  # 2 roles x 2 templates
+    assert [a["type"] for a in rec["artifacts"]].count("predictions") == 1
+    assert rec["run"]["group"] == "demo" and {"gemma3_270m", "demo", "speaker"} <= set(rec["run"]["tags"])
+    assert rec["config"]["model"]["name"] == "gemma3_270m"
+
+    assert FAKE_KEY not in log and HF_SECRET not in log
+    for path in wandb_env.rglob("*"):  # results, .hydra, run.log, wandb's run and its own dirs
+        if path.is_file():
+            data = path.read_bytes()
+            assert FAKE_KEY.encode() not in data and HF_SECRET.encode() not in data, path
