@@ -11,6 +11,8 @@ stays usable without Hydra.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -26,6 +28,8 @@ SCORING_METHODS = ("auto", "letter", "cloze")
 FORMATS = ("auto", "mmlu", "paper", "cloze")
 CLOZE_SCORES = ("mean", "sum")
 DATA_SOURCES = ("pypi", "hf", "csv", "file")
+TRACKING_BACKENDS = ("wandb", "none")
+TRACKING_MODES = ("auto", "online", "offline", "disabled")
 ROLE_CATEGORIES = ("family", "romantic", "school", "social", "work", "ai", "occupation", "other")
 GENDERS = ("male", "female", "neutral", "unknown")
 
@@ -39,7 +43,7 @@ class ModelConfig:
     revision: str = "main"  # hub revision (branch, tag or commit); recorded in the summary
     arch: str = "causal"  # causal (decoder-only) | seq2seq (encoder-decoder, e.g. FLAN-T5)
     dtype: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 | fp32
-    quantization: str = "none"  # none | 8bit | 4bit (bitsandbytes; needs CUDA)
+    quantization: str = "none"  # none | 8bit | 4bit (bitsandbytes: CUDA, or its CPU backend; not for GGUF)
     batch_tokens: int = 4096  # padded tokens per forward pass; lower it on out-of-memory
     trust_remote_code: bool = False  # never true by default: runs code from the hub
     placement: str = "auto"  # persona placement: auto | system | user | plain (see prompts.py)
@@ -104,14 +108,31 @@ class ScoringConfig:
 
 
 @dataclass
+class TrackingConfig:
+    backend: str = "none"  # wandb | none (local files only)
+    mode: str = "auto"  # auto (online if a key is set and W&B answers, else offline) | online | offline | disabled
+    project: str = "persona-bench"  # W&B project
+    entity: Optional[str] = None  # W&B team or user; null = the key's default entity
+    group: Optional[str] = None  # W&B group; null = the sweep's name (sweep_name)
+    tags: List[str] = field(default_factory=list)  # extra tags (model, experiment and templates are always added)
+    job_type: str = "benchmark"  # W&B job type
+    probe_timeout_s: float = 3.0  # auto mode: how long to wait for W&B to answer before going offline
+    init_timeout_s: float = 30.0  # online: how long wandb.init may take before the run falls back to offline
+    log_artifact: bool = True  # upload predictions.parquet and summary.json as a versioned artifact
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     template: Dict[str, TemplateConfig] = field(default_factory=dict)
     role_set: RoleSetConfig = field(default_factory=RoleSetConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     experiment_name: str = "default"  # names the study; set by experiment/*.yaml
+    sweep_name: str = "default"  # names a sweep: its directory multirun/<sweep_name> and its W&B group
     output_dir: str = "."  # where results go; the Hydra run directory unless overridden
+    overwrite: bool = False  # true: recompute a job whose results exist (default: finish or skip it)
     cache_dir: Optional[str] = None  # downloads and converted models; null = $PERSONA_BENCH_CACHE or ~/.cache/persona_bench
     dry_run: bool = False  # print the plan (prompts, tokens, memory, time) without loading weights
     device: str = "auto"  # auto (cuda if present, else cpu) | cpu | cuda | cuda:N
@@ -120,11 +141,44 @@ class Config:
     progress: bool = True  # show a progress bar with prompts/s
 
 
+# Keys that change how or where a job runs but not its results: left out of the job's identity,
+# so a job can resume with another batch budget, device, cache or tracking setting.
+RUNTIME_KEYS = ("hydra", "output_dir", "cache_dir", "dry_run", "device", "threads", "progress", "overwrite",
+                "tracking", "sweep_name")
+RUNTIME_MODEL_KEYS = ("batch_tokens",)
+
+
+def job_identity(cfg: Any) -> dict:
+    """The part of a config (a typed Config, a DictConfig or a plain dict) that decides a job's results."""
+    from dataclasses import asdict
+
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, Config):
+        cfg = asdict(cfg)
+    elif isinstance(cfg, DictConfig):
+        keep = [k for k in cfg.keys() if k not in RUNTIME_KEYS]
+        cfg = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
+    ident = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
+    ident["model"] = {k: v for k, v in ident.get("model", {}).items() if k not in RUNTIME_MODEL_KEYS}
+    return ident
+
+
+def config_id(cfg: Any) -> str:
+    """8 hex digits naming a job by its identity: the same config gives the same run directory."""
+    text = json.dumps(job_identity(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
 def register() -> None:
-    """Register the schema as `schema` in Hydra's ConfigStore."""
+    """Register the schema as `schema` in Hydra's ConfigStore, and the `${config_id:}` resolver that
+    conf/hydra/default.yaml uses to name run directories after the job's identity."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="schema", node=Config)
+    if not OmegaConf.has_resolver("config_id"):
+        OmegaConf.register_new_resolver("config_id", lambda *, _root_: config_id(_root_))
 
 
 class UserError(Exception):
@@ -144,8 +198,82 @@ def _choice(where: str, value: Any, valid: tuple) -> None:
         raise ConfigError(f"{where}={value!r} is not valid; valid values: {', '.join(map(str, valid))}")
 
 
+def _positive(where: str, value: Any, what: str) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{where}={value} must be {what}")
+
+
+def did_you_mean(word: str, options) -> str:
+    """' (did you mean X?)' naming the options closest to a misspelt word, or '' when none is close."""
+    import difflib
+
+    near = difflib.get_close_matches(str(word), [str(o) for o in options], n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(near)}?)" if near else ""
+
+
+def _check_keys(obj: Any, where: str = "") -> None:
+    """Keys added with `+key=value` that the schema lacks: OmegaConf.to_object keeps them as plain
+    attributes, so without this check a misspelt `+model.batch_token=5` would be ignored in silence."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj):
+        names = [f.name for f in dataclasses.fields(obj)]
+        for key in vars(obj):
+            if key not in names:
+                group = f"keys of {where.rstrip('.')}" if where else "top-level keys"
+                raise ConfigError(f"{where}{key} is not a config key{did_you_mean(key, names)}; "
+                                  f"{group}: {', '.join(names)}")
+        for name in names:
+            _check_keys(getattr(obj, name), f"{where}{name}.")
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_keys(value, f"{where}{key}.")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            _check_keys(value, f"{where}{i}.")
+
+
+def _check_template(name: str, text: str) -> None:
+    import string
+
+    if name == "control":
+        if text:
+            raise ConfigError(f"template.control.text={text!r}: the control is the prompt without a persona, so "
+                              "its text must be empty; put the sentence in a template of its own, e.g. "
+                              "template.custom.text")
+        return
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as e:
+        raise ConfigError(f"template.{name}.text={text!r} is not a valid template ({e}); "
+                          "placeholders are {role} and {a}, literal braces are written {{ and }}") from None
+    for f in fields:
+        if f not in ("role", "a"):
+            hint = did_you_mean("{" + f + "}", ("{role}", "{a}")) if f and not f.isdigit() else ""
+            raise ConfigError(f"template.{name}.text={text!r} has an unknown placeholder {{{f}}}{hint}; valid "
+                              "placeholders: {role} (the role's name) and {a} (its article, a or an)")
+    if "role" not in fields:
+        raise ConfigError(f"template.{name}.text={text!r} has no {{role}} placeholder; e.g. 'You are {{a}} {{role}}.'")
+
+
+def _check_directory(where: str, path: str, alternative: str) -> None:
+    """`path` is a directory, or can be made one: no part of it is a file."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    for part in (p, *p.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is a file" if part == p else f"lies under {part}, which is a file"
+                raise ConfigError(f"{where}={path!r} {what}; give a directory, {alternative}")
+            return
+
+
 def validate(cfg: Config) -> None:
-    """Check values the schema's types cannot; raise ConfigError naming the bad value."""
+    """Check what the schema's types cannot, before anything loads; raise ConfigError naming the bad
+    value and the valid ones. Ends with the model checks that need neither weights nor the network
+    (models.preflight: the device; unless a dry run, quantization and the model's local files)."""
+    _check_keys(cfg)
     m = cfg.model
     _choice("model.source", m.source, MODEL_SOURCES)
     _choice("model.arch", m.arch, ARCHS)
@@ -154,8 +282,7 @@ def validate(cfg: Config) -> None:
     _choice("model.placement", m.placement, PLACEMENTS)
     _choice("model.control_system", m.control_system, CONTROL_SYSTEM)
     _choice("model.scoring", m.scoring, SCORING_METHODS[1:])
-    if m.batch_tokens <= 0:
-        raise ConfigError(f"model.batch_tokens={m.batch_tokens} must be a positive number of tokens")
+    _positive("model.batch_tokens", m.batch_tokens, "a positive number of tokens")
     if m.trust_remote_code:
         import warnings
 
@@ -164,6 +291,8 @@ def validate(cfg: Config) -> None:
     _choice("scoring.method", s.method, SCORING_METHODS)
     _choice("scoring.format", s.format, FORMATS)
     _choice("scoring.cloze_score", s.cloze_score, CLOZE_SCORES)
+    if not 0 < s.collapse_warning <= 1:
+        raise ConfigError(f"scoring.collapse_warning={s.collapse_warning} must be a share of predictions in (0, 1]")
     method, fmt = resolved_scoring(cfg)
     if method == "letter" and fmt == "cloze":
         raise ConfigError(
@@ -173,26 +302,31 @@ def validate(cfg: Config) -> None:
     d = cfg.dataset
     _choice("dataset.source", d.source, DATA_SOURCES)
     for key in ("per_subject", "limit"):
-        v = getattr(d, key)
-        if v is not None and v <= 0:
-            raise ConfigError(f"dataset.{key}={v} must be a positive number or null")
+        _positive(f"dataset.{key}", getattr(d, key), "a positive number or null")
     if d.split is not None:
         _choice("dataset.split", d.split, ("train", "val", "test"))
+        if not d.sample:
+            raise ConfigError(f"dataset.split={d.split} needs a sample with a split column (e.g. dataset=mmlu_paper); "
+                              f"dataset {d.name} has no sample")
+    if d.subjects is not None and not d.subjects:
+        raise ConfigError("dataset.subjects=[] selects no subject; list some, e.g. [anatomy,virology], or null for all")
     if d.source in ("csv", "file") and not d.path:
         raise ConfigError(f"dataset.source={d.source} needs dataset.path (a folder for csv, a file for file)")
     if not cfg.template:
         raise ConfigError("template is empty; choose at least one, e.g. template=[speaker,audience] (the control is always added)")
     for name, t in cfg.template.items():
-        if name == "control":
-            continue
-        if "{role}" not in t.text:
-            raise ConfigError(f"template.{name}.text={t.text!r} has no {{role}} placeholder; e.g. 'You are {{a}} {{role}}.'")
-        try:
-            t.text.format(role="x", a="a")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(
-                f"template.{name}.text={t.text!r} has a placeholder other than {{role}} and {{a}}: {e}"
-            ) from None
+        _check_template(name, t.text)
+    tracking = cfg.tracking
+    _choice("tracking.backend", tracking.backend, TRACKING_BACKENDS)
+    _choice("tracking.mode", tracking.mode, TRACKING_MODES)
+    for key in ("probe_timeout_s", "init_timeout_s"):
+        _positive(f"tracking.{key}", getattr(tracking, key), "a positive number of seconds")
+    _positive("threads", cfg.threads, "a positive number of CPU threads, or null for torch's default")
+    if cfg.cache_dir:
+        _check_directory("cache_dir", cfg.cache_dir, "or null for $PERSONA_BENCH_CACHE or ~/.cache/persona_bench")
+    from .models import preflight  # torch: imported here, so that the config stays light to import
+
+    preflight(m, cfg.device, dry_run=cfg.dry_run)
 
 
 def resolved_scoring(cfg: Config) -> tuple[str, str]:

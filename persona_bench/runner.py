@@ -1,9 +1,10 @@
 """The run: role x template x question grid -> length-sorted batches -> result rows.
 
     validate config -> roles, templates, questions -> (dry run: plan and stop)
+    -> the job's directory (store.py: identity, lock; a complete job stops here)
     -> load model -> placement -> prompts and requests -> batches under the token
-    budget, longest first -> scores -> rows in grid order -> predictions.parquet,
-    summary.json
+    budget, longest first, minus what earlier attempts saved -> scores, saved batch
+    by batch -> rows in grid order -> predictions.parquet, summary.json -> tracking
 
 Everything a row needs to be understood on its own (prompt text, placement,
 scoring, role attributes) is on the row.
@@ -11,29 +12,34 @@ scoring, role attributes) is on the row.
 
 from __future__ import annotations
 
+import gc
 import hashlib
-import json
 import logging
-import os
 import platform
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pandas as pd
 import torch
 
 from . import __version__
-from .config import Config, ConfigError, resolved_scoring, validate
+from .config import Config, ConfigError, config_id, resolved_scoring, validate
 from .data import Question, data_hash, default_cache_dir, load_questions
-from .models import load_model, resolve_device
+from .models import check_available, load_model, resolve_device
 from .plan import make_plan
 from .prompts import continuation, question_body, render, resolve_placement
 from .roles import Role, Template, build_roles, build_templates, personas
 from .scoring import LabelResolver, Request, Result, score_batch, suffix_ids
+from .store import JobStore
 from .summary import accuracy_summary
+from .tracking import make_tracker, redact
 from .throughput import matmul_tflops, utilisation
 
 log = logging.getLogger(__name__)
@@ -104,46 +110,89 @@ def build_items(questions, grid, tokenizer, cfg: Config, placement: str, method:
     return items
 
 
-def make_batches(items: list[Item], budget: int) -> list[list[int]]:
-    """Indices of items in batches, longest first, each within `budget` padded tokens
-    (prompt width plus option rows, times rows). An over-long single item gets its own batch."""
-    def cost(r: Request) -> int:
-        n_opt = len(r.option_ids)
-        return len(r.prompt_ids) + n_opt * max((len(o) for o in r.option_ids), default=0)
+def _cost(r: Request) -> int:
+    """Padded tokens one request adds to a batch: its prompt plus one row per option."""
+    return len(r.prompt_ids) + len(r.option_ids) * max((len(o) for o in r.option_ids), default=0)
 
-    order = sorted(range(len(items)), key=lambda i: (-cost(items[i].request), i))
+
+def make_batches(items: list[Item], budget: int, subset: Optional[list[int]] = None) -> list[list[int]]:
+    """Indices of items (all, or `subset`) in batches, longest first, each within `budget` padded
+    tokens (prompt width plus option rows, times rows). An over-long single item gets its own batch."""
+    pool = range(len(items)) if subset is None else subset
+    order = sorted(pool, key=lambda i: (-_cost(items[i].request), i))
     batches, i = [], 0
     while i < len(order):
-        rows = max(1, budget // max(1, cost(items[order[i]].request)))
+        rows = max(1, budget // max(1, _cost(items[order[i]].request)))
         batches.append(order[i : i + rows])
         i += rows
     return batches
 
 
-def score_items(model, items: list[Item], cfg: Config, method: str, pad_id: int) -> tuple[list[Result], dict]:
-    """Score all items in length-sorted batches; results in item order, and timing figures."""
+def is_out_of_memory(e: BaseException) -> bool:
+    """A CUDA or CPU allocation failure (torch raises OutOfMemoryError on CUDA, RuntimeError on CPU)."""
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def score_items(model, items: list[Item], cfg: Config, method: str, pad_id: int, done: dict[int, Result],
+                save: Callable[[list[int], list[Result]], None]) -> tuple[list[Result], dict]:
+    """Score the items not in `done`, batch by batch, handing each finished batch to `save`.
+
+    Batches are cut from the whole grid as in an uninterrupted run (so a resumed job scores the
+    same batches), minus what is done. On out-of-memory the batch budget halves, with a warning,
+    for this batch and the rest of the job; no prompt is lost."""
     from tqdm import tqdm
 
-    batches = make_batches(items, cfg.model.batch_tokens)
-    results: list[Optional[Result]] = [None] * len(items)
-    n_tokens = 0
+    budget = cfg.model.batch_tokens
+    queue = deque(b for b in ([i for i in batch if i not in done] for batch in make_batches(items, budget)) if b)
+    results: dict[int, Result] = dict(done)
+    n_tokens = n_scored = n_batches = 0
     t0 = time.perf_counter()
-    with tqdm(total=len(items), unit="prompt", disable=not cfg.progress, desc=cfg.model.name, smoothing=0.1) as bar:
-        for batch in batches:
+    with tqdm(total=len(items), initial=len(done), unit="prompt", disable=not cfg.progress, desc=cfg.model.name,
+              smoothing=0.1) as bar:
+        while queue:
+            batch = queue.popleft()
             reqs = [items[i].request for i in batch]
-            for i, res in zip(batch, score_batch(model, reqs, cfg.model.arch, method, pad_id, cfg.scoring.cloze_score, cfg.model.batch_tokens)):
-                results[i] = res
+            try:
+                scored = score_batch(model, reqs, cfg.model.arch, method, pad_id, cfg.scoring.cloze_score, budget)
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+                _free_memory()
+                if len(batch) == 1:
+                    raise ConfigError(f"one prompt of {len(reqs[0].prompt_ids)} tokens does not fit in memory "
+                                      f"(model {cfg.model.name}); use quantization, a smaller model or a device with more memory: {e}") from None
+                budget = max(1, min(budget, sum(_cost(r) for r in reqs)) // 2)
+                log.warning("out of memory on a batch of %d prompts; retrying with batch budget %d tokens for the "
+                            "rest of the job (set model.batch_tokens=%d to start there)", len(batch), budget, budget)
+                queue = deque(make_batches(items, budget, batch + [i for b in queue for i in b]))
+                continue
+            save(batch, scored)
+            results.update(zip(batch, scored))
             n_tokens += sum(r.cost for r in reqs)
+            n_scored += len(batch)
+            n_batches += 1
             bar.update(len(batch))
     seconds = time.perf_counter() - t0
     timing = {
         "seconds": round(seconds, 2),
-        "batches": len(batches),
+        "batches": n_batches,
+        "prompts_scored": n_scored,
+        "prompts_resumed": len(done),
+        "batch_tokens": budget,
         "tokens": n_tokens,
-        "prompts_per_s": round(len(items) / seconds, 2) if seconds else None,
-        "tokens_per_s": round(n_tokens / seconds, 1) if seconds else None,
+        "prompts_per_s": round(n_scored / seconds, 2) if n_scored and seconds else None,
+        "tokens_per_s": round(n_tokens / seconds, 1) if n_scored and seconds else None,
     }
-    return results, timing  # type: ignore[return-value]
+    return [results[i] for i in range(len(items))], timing
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def rows(items: list[Item], results: list[Result], cfg: Config, placement: str, method: str, fmt: str) -> pd.DataFrame:
@@ -182,13 +231,6 @@ def rows(items: list[Item], results: list[Result], cfg: Config, placement: str, 
     return pd.DataFrame.from_records(recs)
 
 
-def write_atomic(path: Path, write) -> None:
-    """Write to a temporary name, then rename: a reader never sees a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def prepare(cfg: Config):
     """Everything that can fail without weights: values, roles, templates, questions, the grid."""
     validate(cfg)
@@ -196,58 +238,138 @@ def prepare(cfg: Config):
     templates = build_templates(cfg.template)
     grid = personas(roles, templates)
     questions = load_questions(cfg.dataset, cfg.cache_dir)
+    if not cfg.dry_run:
+        check_available(cfg.model)  # a hub model neither cached nor reachable fails here, before any output
     return roles, templates, grid, questions
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM during a job. Not an Exception, so no job runner swallows it: the sweep stops."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+@contextmanager
+def interruptible():
+    """Turn SIGINT and SIGTERM into Interrupted while a job runs (a second signal acts as usual)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.getsignal(s) for s in sigs}
+
+    def handler(signum, frame):
+        for s in sigs:
+            signal.signal(s, old[s])
+        raise Interrupted(signum)
+
+    for s in sigs:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s in sigs:
+            signal.signal(s, old[s])
+
+
 def run(cfg: Config) -> dict:
-    """Run one job; return its summary (the headline metric is summary['accuracy']['persona_mean'])."""
+    """Run one job, or continue it where an earlier attempt stopped; return its summary (the
+    headline metric is summary['accuracy']['persona_mean']). A complete job is not rerun."""
     method, fmt = resolved_scoring(cfg)
     roles, templates, grid, questions = prepare(cfg)
-    out = Path(cfg.output_dir)
     if cfg.dry_run:
         plan = make_plan(cfg, questions, roles, templates, grid, method, fmt)
         print(plan.render())
         return {"dry_run": plan.as_dict()}
+    store = JobStore(Path(cfg.output_dir))
+    store.open(cfg)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"output_dir={out} cannot be created: {e}") from None
-    if not os.access(out, os.W_OK):
-        raise ConfigError(f"output_dir={out} is not writable")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    model, tokenizer, info = load_model(cfg.model, cfg.device, default_cache_dir(cfg.cache_dir))
-    placement = resolve_placement(tokenizer, cfg.model.placement)
-    items = build_items(questions, grid, tokenizer, cfg, placement, method, fmt)
-    log.info("%d prompts: %d questions x %d personas (%d roles, templates %s + control); placement=%s, scoring=%s/%s",
-             len(items), len(questions), len(grid), len(roles), [t.name for t in templates[1:]], placement, method, fmt)
-    pad_id = next(x for x in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if x is not None)
-    results, timing = score_items(model, items, cfg, method, pad_id)
-    df = rows(items, results, cfg, placement, method, fmt)
-    write_atomic(out / "predictions.parquet", lambda p: df.to_parquet(p, index=False))
-    dev = resolve_device(cfg.device)
-    tflops = matmul_tflops(info["dtype"] if info["dtype"] in ("bf16", "fp32", "fp16") else "fp32", str(dev))
-    timing["matmul_tflops"] = round(tflops, 3)
-    timing["utilisation"] = round(utilisation(timing["tokens_per_s"] or 0, info["n_non_embedding_params"], tflops), 3)
-    summary = {
-        "model": info,
-        "experiment": cfg.experiment_name,
-        "role_set": cfg.role_set.name,
-        "templates": {t.name: t.text for t in templates},
-        "dataset": {"name": cfg.dataset.name, "source": cfg.dataset.source, "sample": cfg.dataset.sample,
-                    "n_questions": len(questions), "data_hash": data_hash(questions)},
-        "placement": placement,
-        "control_system": cfg.model.control_system,
-        "scoring": {"method": method, "format": fmt, "cloze_score": cfg.scoring.cloze_score},
-        **accuracy_summary(df, cfg.scoring.collapse_warning),
-        "throughput": timing,
-        "packages": package_versions(),
-    }
-    write_atomic(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2, default=str)))
-    log.info("control accuracy %.4f, persona mean %.4f, by template %s; predicted labels %s; %.1f prompts/s, %.0f tokens/s "
-             "(%.0f%% of the %.2f TFLOP/s matmul rate); results in %s",
-             summary["accuracy"]["control"], summary["accuracy"]["persona_mean"], summary["accuracy"]["template"],
-             summary["pred_histogram"], timing["prompts_per_s"], timing["tokens_per_s"], 100 * timing["utilisation"],
-             tflops, out)
-    return summary
+        saved = store.complete()
+        if saved is not None:
+            store.status("complete", n_prompts=saved.get("n_prompts"), skipped=True)
+            log.info("job %s is already complete (%s prompts): results in %s; overwrite=true recomputes it",
+                     config_id(cfg), saved.get("n_prompts"), store.out)
+            return saved
+        with interruptible():
+            return _run_job(cfg, store, roles, templates, grid, questions, method, fmt)
+    finally:
+        store.close()
+
+
+def _run_job(cfg: Config, store: JobStore, roles, templates, grid, questions, method: str, fmt: str) -> dict:
+    out = store.out
+    tracker = make_tracker(cfg.tracking)
+    saved = {"n": 0, "of": len(questions) * len(grid)}
+    try:
+        store.status("running", n_prompts=saved["of"])
+        tracker.start(redact(asdict(cfg)), out, run_name=f"{cfg.model.name}-{config_id(cfg)}",
+                      group=cfg.tracking.group or cfg.sweep_name,
+                      tags=[cfg.model.name, cfg.experiment_name, *[t.name for t in templates], *cfg.tracking.tags],
+                      job_type=cfg.tracking.job_type)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        model, tokenizer, info = load_model(cfg.model, cfg.device, default_cache_dir(cfg.cache_dir))
+        placement = resolve_placement(tokenizer, cfg.model.placement)
+        items = build_items(questions, grid, tokenizer, cfg, placement, method, fmt)
+        log.info("%d prompts: %d questions x %d personas (%d roles, templates %s + control); placement=%s, "
+                 "scoring=%s/%s", len(items), len(questions), len(grid), len(roles),
+                 [t.name for t in templates[1:]], placement, method, fmt)
+        hashes = [sha(it.prompt) for it in items]
+        done = store.load(hashes)
+        saved["n"] = len(done)
+        if done:
+            log.info("resuming: %d of %d prompts were scored by an earlier attempt; scoring the other %d",
+                     len(done), len(items), len(items) - len(done))
+
+        def save(batch: list[int], results: list[Result]) -> None:
+            store.save(batch, [hashes[i] for i in batch], results)
+            saved["n"] += len(batch)
+
+        pad_id = next(x for x in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if x is not None)
+        results, timing = score_items(model, items, cfg, method, pad_id, done, save)
+        df = rows(items, results, cfg, placement, method, fmt)
+        dev = resolve_device(cfg.device)
+        tflops = matmul_tflops(info["dtype"] if info["dtype"] in ("bf16", "fp32", "fp16") else "fp32", str(dev))
+        timing["matmul_tflops"] = round(tflops, 3)
+        timing["utilisation"] = round(utilisation(timing["tokens_per_s"] or 0, info["n_non_embedding_params"], tflops), 3)
+        summary = {
+            "model": info,
+            "config_id": config_id(cfg),
+            "experiment": cfg.experiment_name,
+            "role_set": cfg.role_set.name,
+            "templates": {t.name: t.text for t in templates},
+            "dataset": {"name": cfg.dataset.name, "source": cfg.dataset.source, "sample": cfg.dataset.sample,
+                        "n_questions": len(questions), "data_hash": data_hash(questions)},
+            "placement": placement,
+            "control_system": cfg.model.control_system,
+            "scoring": {"method": method, "format": fmt, "cloze_score": cfg.scoring.cloze_score},
+            **accuracy_summary(df, cfg.scoring.collapse_warning),
+            "throughput": timing,
+            "packages": package_versions(),
+        }
+        summary = redact(summary)
+        store.finish(df, summary)  # local results first; tracking second
+        log.info("control accuracy %.4f, persona mean %.4f, by template %s; predicted labels %s; %s prompts/s, "
+                 "%s tokens/s (%.0f%% of the %.2f TFLOP/s matmul rate); results in %s",
+                 summary["accuracy"]["control"], summary["accuracy"]["persona_mean"], summary["accuracy"]["template"],
+                 summary["pred_histogram"], timing["prompts_per_s"], timing["tokens_per_s"],
+                 100 * timing["utilisation"], tflops, out)
+        tracker.log_results(summary, df, out)
+        tracker.finish(ok=True)
+        return summary
+    except Interrupted as e:
+        store.status("interrupted", reason=str(e), n_saved=saved["n"], n_prompts=saved["of"])
+        log.warning("%s: %d of %d prompts are saved in %s; run the same command again to continue", e, saved["n"],
+                    saved["of"], out)
+        tracker.finish(ok=False)
+        raise
+    except BaseException as e:
+        store.status("failed", reason=f"{type(e).__name__}: {e}", n_saved=saved["n"], n_prompts=saved["of"])
+        if saved["n"]:
+            log.error("job failed with %d of %d prompts saved in %s; fix the cause and run the same command to "
+                      "continue", saved["n"], saved["of"], out)
+        tracker.finish(ok=False)
+        raise

@@ -37,6 +37,7 @@ def tiny_cfg(model_dir: Path, arch: str, out: Path, **over) -> Config:
         "dataset.per_subject=3",
         "role_set.names=[doctor,friend]",
         "progress=false",
+        "tracking=none",
     ], out=str(out))
     for key, value in over.items():
         section, _, field = key.partition("__")

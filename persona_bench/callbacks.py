@@ -1,0 +1,45 @@
+"""Hydra callbacks (the one module besides run.py that imports Hydra).
+
+`SweepSummary` runs in the process that launches a multirun: when the sweep ends it lists every
+job that ran, and the failed ones with their reasons (read from each job's status.json, which
+the job writes even when it fails), writes `<sweep dir>/sweep_status.json`, and exits non-zero
+when a job failed, after all the other jobs have run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("persona_bench")
+
+
+class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self.started = time.time()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time() - 1  # status.json mtimes have coarse resolution on some filesystems
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(str(config.hydra.sweep.dir))
+        jobs = {}
+        for status in sorted(sweep.glob("*/status.json")):
+            if status.stat().st_mtime >= self.started:
+                jobs[status.parent.name] = json.loads(status.read_text())
+        failed = {name: s for name, s in jobs.items() if s.get("state") != "complete"}
+        summary = {"sweep_dir": str(sweep), "jobs": jobs, "failed": sorted(failed)}
+        (sweep / "sweep_status.json").write_text(json.dumps(summary, indent=2))
+        if not failed:
+            log.info("sweep finished: %d jobs complete in %s", len(jobs), sweep)
+            return
+        lines = [f"  {name}: {s.get('state')}: {s.get('reason', '')}" for name, s in failed.items()]
+        log.error("sweep finished: %d of %d jobs did not complete (the others' results are saved; rerun the same "
+                  "command to retry only the unfinished ones):\n%s", len(failed), len(jobs), "\n".join(lines))
+        sys.exit(1)

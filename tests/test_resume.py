@@ -1,0 +1,232 @@
+"""Crash-safe, exact resume; out-of-memory splitting; one job per directory.
+
+In-process tests interrupt the runner at a chosen batch on tiny models; the slow tests kill a real
+`run.py` with SIGKILL and SIGTERM and rerun the same command.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import ROOT, tiny_cfg
+from persona_bench import runner
+from persona_bench.config import ConfigError
+from persona_bench.runner import Interrupted, run
+from persona_bench.store import JobStore
+
+
+def predictions(out):
+    return pd.read_parquet(out / "predictions.parquet")
+
+
+def cfg_for(tiny_model_dir, out, **over):
+    over.setdefault("model__batch_tokens", 200)  # several batches on the tiny grid
+    return tiny_cfg(tiny_model_dir("llama"), "llama", out, scoring__method="cloze", scoring__format="cloze", **over)
+
+
+@pytest.fixture
+def reference(tiny_model_dir, tmp_path):
+    out = tmp_path / "reference"
+    run(cfg_for(tiny_model_dir, out))
+    return predictions(out)
+
+
+def interrupt_after(monkeypatch, n_batches, exc):
+    """Make JobStore.save raise `exc` after n_batches saved batches (as a signal would arrive)."""
+    real, count = JobStore.save, {"n": 0}
+
+    def save(self, *args):
+        if count["n"] == n_batches:
+            raise exc
+        count["n"] += 1
+        real(self, *args)
+
+    monkeypatch.setattr(JobStore, "save", save)
+    return count
+
+
+@pytest.mark.parametrize("exc", [Interrupted(signal.SIGTERM), RuntimeError("the machine went away")])
+def test_interrupted_job_resumes_to_exactly_the_uninterrupted_result(tiny_model_dir, tmp_path, monkeypatch,
+                                                                     reference, exc):
+    out = tmp_path / "job"
+    cfg = cfg_for(tiny_model_dir, out)
+    interrupt_after(monkeypatch, 3, exc)
+    with pytest.raises(type(exc)):
+        run(cfg)
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == ("interrupted" if isinstance(exc, Interrupted) else "failed")
+    assert status["n_saved"] == sum(len(pd.read_parquet(p)) for p in (out / "parts").glob("part-*.parquet")) > 0
+    assert not (out / "predictions.parquet").exists() and not (out / "summary.json").exists()
+
+    monkeypatch.undo()
+    scored = []
+    real = runner.score_batch
+    monkeypatch.setattr(runner, "score_batch", lambda m, reqs, *a: scored.extend(reqs) or real(m, reqs, *a))
+    summary = run(cfg)
+    assert len(scored) == len(reference) - status["n_saved"]  # nothing finished is recomputed
+    assert summary["throughput"]["prompts_resumed"] == status["n_saved"]
+    pd.testing.assert_frame_equal(predictions(out), reference)  # none lost, none duplicated, same numbers
+    assert not (out / "parts").exists()
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
+
+
+def test_complete_job_is_not_rerun_unless_overwrite(tiny_model_dir, tmp_path, monkeypatch, reference, caplog):
+    out = tmp_path / "job"
+    run(cfg_for(tiny_model_dir, out))
+    before = (out / "predictions.parquet").stat().st_mtime_ns
+    monkeypatch.setattr(runner, "load_model", lambda *a: pytest.fail("a complete job loaded the model"))
+    with caplog.at_level("INFO"):
+        summary = run(cfg_for(tiny_model_dir, out))
+    assert "already complete" in caplog.text and summary["n_prompts"] == len(reference)
+    assert (out / "predictions.parquet").stat().st_mtime_ns == before
+    monkeypatch.undo()
+    run(cfg_for(tiny_model_dir, out, overwrite=True))
+    assert (out / "predictions.parquet").stat().st_mtime_ns > before
+    pd.testing.assert_frame_equal(predictions(out), reference)
+
+
+def test_resume_with_another_batch_budget_keeps_every_prompt_once(tiny_model_dir, tmp_path, monkeypatch, reference):
+    out = tmp_path / "job"
+    interrupt_after(monkeypatch, 2, Interrupted(signal.SIGINT))
+    with pytest.raises(Interrupted):
+        run(cfg_for(tiny_model_dir, out))
+    monkeypatch.undo()
+    run(cfg_for(tiny_model_dir, out, model__batch_tokens=10_000))  # the budget is not part of the job's identity
+    df = predictions(out)
+    assert list(df.question_id + df.template + df.role.fillna("")) == list(
+        reference.question_id + reference.template + reference.role.fillna(""))
+    assert (df.pred == reference.pred).all()
+    for a, b in zip(df.label_probs, reference.label_probs):
+        assert list(a) == pytest.approx(list(b), abs=1e-5)
+
+
+def test_another_config_in_the_same_directory_is_refused(tiny_model_dir, tmp_path, reference):
+    out = tmp_path / "job"
+    run(cfg_for(tiny_model_dir, out))
+    with pytest.raises(ConfigError, match=r"holds results of another config .*differing keys: .*role_set\.names"):
+        run(cfg_for(tiny_model_dir, out, role_set__names=["doctor"]))
+
+
+def test_a_directory_in_use_is_refused(tiny_model_dir, tmp_path):
+    out = tmp_path / "job"
+    cfg = cfg_for(tiny_model_dir, out)
+    holder = JobStore(out)
+    holder.open(cfg)
+    try:
+        with pytest.raises(ConfigError, match="in use by another running process"):
+            run(cfg)
+    finally:
+        holder.close()
+
+
+def test_out_of_memory_splits_the_batch_and_loses_nothing(tiny_model_dir, tmp_path, monkeypatch, reference, caplog):
+    real = runner.score_batch
+    calls = []
+
+    def score_batch(model, reqs, *args):
+        calls.append(len(reqs))
+        if len(reqs) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, reqs, *args)
+
+    monkeypatch.setattr(runner, "score_batch", score_batch)
+    out = tmp_path / "job"
+    with caplog.at_level("WARNING"):
+        summary = run(cfg_for(tiny_model_dir, out, model__batch_tokens=10_000))
+    assert "out of memory on a batch" in caplog.text
+    assert max(calls) > 2 and summary["throughput"]["batch_tokens"] < 10_000
+    df = predictions(out)
+    assert len(df) == len(reference) and (df.pred == reference.pred).all()
+    ooms = [i for i, n in enumerate(calls) if n > 2]
+    assert len(ooms) <= 5 and len(calls) - ooms[-1] > 5  # the budget adapts once, then holds for the rest of the job
+
+
+def test_an_oom_on_a_single_prompt_is_a_clear_error(tiny_model_dir, tmp_path, monkeypatch):
+    def oom(*args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(runner, "score_batch", oom)
+    with pytest.raises(ConfigError, match="does not fit in memory"):
+        run(cfg_for(tiny_model_dir, tmp_path / "job", model__batch_tokens=1))
+
+
+# -- real run.py processes, killed and rerun ---------------------------------------------------------------
+COMMAND = ["debug=tiny", "tracking=none", "model.batch_tokens=1000"]  # 30 prompts in about 6 batches
+
+
+def start(cwd, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY")}
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *COMMAND, *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def job_dir(cwd):
+    dirs = list((cwd / "outputs" / "demo").glob("gemma3_270m-*"))
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def wait_for_parts(cwd, n, proc):
+    while proc.poll() is None:
+        parts = list((cwd / "outputs").glob("demo/*/parts/part-*.parquet"))
+        if len(parts) >= n:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"run.py ended before {n} batches were saved: {proc.stdout.read()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    proc = start(cwd)
+    assert proc.wait() == 0, proc.stdout.read()[-3000:]
+    return predictions(job_dir(cwd))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 128 + signal.SIGTERM)])
+def test_killed_run_py_continues_with_the_same_command(tmp_path, uninterrupted, sig, code):
+    proc = start(tmp_path)
+    wait_for_parts(tmp_path, 3, proc)
+    proc.send_signal(sig)
+    assert proc.wait() == code
+    log = proc.stdout.read()
+    job = job_dir(tmp_path)
+    assert not (job / "predictions.parquet").exists()
+    n_saved = sum(len(pd.read_parquet(p)) for p in (job / "parts").glob("part-*.parquet"))
+    assert 0 < n_saved < len(uninterrupted)
+    if sig == signal.SIGTERM:
+        assert "run the same command again to continue" in log and "Traceback" not in log
+        assert json.loads((job / "status.json").read_text())["state"] == "interrupted"
+
+    again = start(tmp_path)
+    assert again.wait() == 0
+    log = again.stdout.read()
+    assert f"resuming: {n_saved} of {len(uninterrupted)} prompts" in log
+    pd.testing.assert_frame_equal(predictions(job), uninterrupted)
+
+    third = start(tmp_path)
+    assert third.wait() == 0 and "already complete" in third.stdout.read()
+
+
+@pytest.mark.slow
+def test_sweep_with_a_broken_job_finishes_the_others_and_names_it(tmp_path):
+    proc = start(tmp_path, "-m", "role_set.names=[doctor],[no_such_role]")
+    code, log = proc.wait(), proc.stdout.read()
+    assert code == 1, log[-3000:]
+    sweep = tmp_path / "multirun" / "demo"
+    status = json.loads((sweep / "sweep_status.json").read_text())
+    assert len(status["jobs"]) == 2 and len(status["failed"]) == 1
+    failed = status["jobs"][status["failed"][0]]
+    assert "no_such_role" in failed["reason"]
+    assert "1 of 2 jobs did not complete" in log and "no_such_role" in log
+    ok = [j for j in status["jobs"] if j not in status["failed"]]
+    df = predictions(sweep / ok[0])
+    assert set(df.role.dropna()) == {"doctor"}
