@@ -158,12 +158,15 @@ def test_an_oom_on_a_single_prompt_is_a_clear_error(tiny_model_dir, tmp_path, mo
 
 
 # -- real run.py processes, killed and rerun ---------------------------------------------------------------
-COMMAND = ["debug=tiny", "tracking=none", "model.batch_tokens=1000"]  # 30 prompts in about 6 batches
+COMMAND = ["debug=tiny", "tracking=none", "model.batch_tokens=400"]  # 30 prompts in about 15 batches
 
 
 def start(cwd, *args):
+    """run.py with COMMAND and `args` (flags such as -m first), in `cwd`: its outputs/ and multirun/ go there."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY")}
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *COMMAND, *args], cwd=cwd, env=env,
+    flags = [a for a in args if a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *flags, *COMMAND, *overrides], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -194,7 +197,7 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.parametrize("sig,code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 128 + signal.SIGTERM)])
 def test_killed_run_py_continues_with_the_same_command(tmp_path, uninterrupted, sig, code):
     proc = start(tmp_path)
-    wait_for_parts(tmp_path, 3, proc)
+    wait_for_parts(tmp_path, 2, proc)
     proc.send_signal(sig)
     assert proc.wait() == code
     log = proc.stdout.read()

@@ -97,10 +97,11 @@ def test_run_py_on_the_embedded_model(tmp_path):
 def test_multirun_sweep_in_a_subprocess(tmp_path):
     p = run_py("-m", "debug=tiny", "scoring=cloze,letter", "role_set.names=[doctor]", f"hydra.sweep.dir={tmp_path}/s")
     assert p.returncode == 0, p.stderr[-3000:]
-    jobs = sorted((tmp_path / "s").glob("*_gemma3_270m"))
-    assert [j.name for j in jobs] == ["0_gemma3_270m", "1_gemma3_270m"]
-    methods = [json.loads((j / "summary.json").read_text())["scoring"]["method"] for j in jobs]
-    assert methods == ["cloze", "letter"]
+    jobs = sorted((tmp_path / "s").glob("gemma3_270m-*"))  # one directory per job, named by its config
+    assert len(jobs) == 2
+    methods = {json.loads((j / "summary.json").read_text())["scoring"]["method"] for j in jobs}
+    assert methods == {"cloze", "letter"}
+    assert json.loads((tmp_path / "s" / "sweep_status.json").read_text())["failed"] == []
 
 
 @pytest.mark.slow
