@@ -313,7 +313,11 @@ class WandbTracker(Tracker):
             self.run = init(mode)
         self.mode = mode
         if mode == "offline":
-            log.info("W&B offline: %s; upload later with: wandb sync %s", reason, out_dir / "wandb" / "offline-run-*")
+            # A warning when the user meant to go online (a key is set, or mode=online), else plain information.
+            meant_online = self.cfg.mode == "online" or (
+                self.cfg.mode == "auto" and not os.environ.get("WANDB_MODE") and api_key_source(base_url()) is not None)
+            log.log(logging.WARNING if meant_online else logging.INFO, "W&B offline: %s; upload later with: wandb sync %s",
+                    reason, out_dir / "wandb" / "offline-run-*")
         else:
             log.info("W&B %s: %s", mode, reason)
 
