@@ -53,7 +53,7 @@ def main() -> None:
     for budget in args.batch_tokens:
         cfg.model.batch_tokens = budget
         tflops = matmul_tflops(info["dtype"], info["device"])
-        _, timing = score_items(model, items, cfg, method, tok.pad_token_id)
+        _, timing = score_items(model, items, cfg, method, tok.pad_token_id, {}, lambda batch, results: None)
         n_head = sum(len(o) for it in items for o in it.request.option_ids) if method == "cloze" else len(items)
         full = (timing["tokens"] * 2 * non_emb + n_head * vocab_flops) / timing["seconds"] / 1e12
         issue = timing["tokens_per_s"] * 2 * non_emb / 1e12
