@@ -142,20 +142,13 @@ def prompts(n: int, seed: int) -> list[tuple[str, list[str]]]:
     return out
 
 
-def request_cost(r) -> int:
-    """Padded tokens a request adds to a batch: as runner.make_batches counts them."""
-    return len(r.prompt_ids) + len(r.option_ids) * max((len(o) for o in r.option_ids), default=0)
-
-
 def make_batches(requests: list, budget: int) -> list[list[int]]:
-    """Indices in batches, longest first, each within `budget` padded tokens (runner.make_batches' rule)."""
-    order = sorted(range(len(requests)), key=lambda i: (-request_cost(requests[i]), i))
-    batches, i = [], 0
-    while i < len(order):
-        rows = max(1, budget // max(1, request_cost(requests[order[i]])))
-        batches.append(order[i : i + rows])
-        i += rows
-    return batches
+    """Indices in batches, longest first, each within `budget` padded tokens: the runner's own batching."""
+    from types import SimpleNamespace
+
+    from persona_bench.runner import make_batches as runner_batches
+
+    return runner_batches([SimpleNamespace(request=r) for r in requests], budget)
 
 
 def score_all(model, requests: list, method: str, pad_id: int, budget: int) -> list:
