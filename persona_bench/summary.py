@@ -22,6 +22,10 @@ def _acc(df: pd.DataFrame, by: str) -> dict:
     return {str(k): round(float(v), 6) for k, v in df.groupby(by, dropna=True)["correct"].mean().items()}
 
 
+def _minus(acc: dict, control: float) -> dict:
+    return {k: round(v - control, 6) for k, v in acc.items()}
+
+
 def label_histogram(df: pd.DataFrame) -> dict[str, int]:
     """How often each answer position was predicted (A/B/C/D by position, whatever the label style)."""
     counts = Counter(int(p) for p in df["pred"])
@@ -44,6 +48,8 @@ def accuracy_summary(df: pd.DataFrame, collapse_warning: float = 0.6) -> dict:
     acc_control = float(control["correct"].mean()) if len(control) else float("nan")
     acc_persona = float(persona["correct"].mean()) if len(persona) else float("nan")
     by_role = _acc(persona, "role")
+    by = {group: _acc(persona, column) for group, column in
+          (("template", "template"), ("role_category", "role_category"), ("gender", "gender"))}
     out = {
         "n_prompts": int(len(df)),
         "n_questions": int(df["question_id"].nunique()),
@@ -53,14 +59,16 @@ def accuracy_summary(df: pd.DataFrame, collapse_warning: float = 0.6) -> dict:
             "persona_mean": round(acc_persona, 6),
             "template": _acc(df, "template"),
             "role": by_role,
-            "category": _acc(persona, "role_category"),
-            "gender": _acc(persona, "gender"),
+            "category": by["role_category"],
+            "gender": by["gender"],
             "subject_control": _acc(control, "subject"),
         },
         "delta_vs_control": {
             "persona_mean": round(acc_persona - acc_control, 6),
-            "template": {k: round(v - acc_control, 6) for k, v in _acc(persona, "template").items()},
-            "role": {k: round(v - acc_control, 6) for k, v in by_role.items()},
+            "template": _minus(by["template"], acc_control),
+            "role": _minus(by_role, acc_control),
+            "category": _minus(by["role_category"], acc_control),
+            "gender": _minus(by["gender"], acc_control),
         },
     }
     if by_role:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import math
 import os
 import re
 import secrets
@@ -181,17 +180,12 @@ def summary_metrics(summary: dict) -> dict:
     """Flat W&B summary keys from a runner summary: accuracy/..., delta_vs_control/..., throughput/..."""
     acc = summary.get("accuracy") or {}
     delta = summary.get("delta_vs_control") or {}
-    control = acc.get("control")
-    out = {"accuracy/control": control, "accuracy/persona_mean": acc.get("persona_mean"),
+    out = {"accuracy/control": acc.get("control"), "accuracy/persona_mean": acc.get("persona_mean"),
            "delta_vs_control/persona_mean": delta.get("persona_mean")}
     for group in ("template", "category", "gender"):
-        accs = acc.get(group) or {}
-        for name, v in accs.items():
+        for name, v in (acc.get(group) or {}).items():
             out[f"accuracy/{group}/{_name(name)}"] = v
-        deltas = delta.get(group)
-        if deltas is None and _number(control) and not math.isnan(control):
-            deltas = {k: v - control for k, v in accs.items() if k != CONTROL and _number(v)}
-        for name, v in (deltas or {}).items():
+        for name, v in (delta.get(group) or {}).items():
             out[f"delta_vs_control/{group}/{_name(name)}"] = v
     for k, v in (summary.get("throughput") or {}).items():
         out[f"throughput/{_name(k)}"] = v
