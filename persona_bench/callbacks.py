@@ -3,7 +3,9 @@
 `SweepSummary` runs in the process that launches a multirun: when the sweep ends it lists every
 job that ran, and the failed ones with their reasons (read from each job's status.json, which
 the job writes even when it fails), writes `<sweep dir>/sweep_status.json`, and exits non-zero
-when a job failed, after all the other jobs have run.
+when a job failed, after all the other jobs have run. Before that, unless `report.enabled=false`,
+it writes the cross-run report of the sweep's complete jobs into `<sweep dir>/report`
+(persona_bench/report.py): every model side by side, role rankings compared across models.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class SweepSummary(Callback):
         failed = {name: s for name, s in jobs.items() if s.get("state") != "complete"}
         summary = {"sweep_dir": str(sweep), "jobs": jobs, "failed": sorted(failed)}
         (sweep / "sweep_status.json").write_text(json.dumps(summary, indent=2))
+        self.report(config, sweep, [sweep / name for name, s in jobs.items() if s.get("state") == "complete"])
         if not failed:
             log.info("sweep finished: %d jobs complete in %s", len(jobs), sweep)
             return
@@ -43,3 +46,21 @@ class SweepSummary(Callback):
         log.error("sweep finished: %d of %d jobs did not complete (the others' results are saved; rerun the same "
                   "command to retry only the unfinished ones):\n%s", len(failed), len(jobs), "\n".join(lines))
         sys.exit(1)
+
+    def report(self, config: DictConfig, sweep: Path, jobs: list[Path]) -> None:
+        """The cross-run report of this sweep's complete jobs; a failure is logged, never raised."""
+        rep = config.get("report")
+        if rep is None or not rep.get("enabled", True):
+            return
+        from .report import Options, write_report
+
+        jobs = [j for j in jobs if (j / "summary.json").is_file()]
+        if not jobs:
+            return
+        try:
+            write_report(jobs, sweep / "report", Options(int(rep.n_boot), int(rep.seed), bool(rep.similarity)),
+                         command=f"python -m persona_bench.report {sweep}")
+            log.info("cross-run report of %d jobs: %s", len(jobs), sweep / "report" / "report.html")
+        except Exception as e:
+            log.error("the sweep's report failed (%s: %s); python -m persona_bench.report %s retries it",
+                      type(e).__name__, e, sweep)

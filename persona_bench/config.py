@@ -122,6 +122,15 @@ class TrackingConfig:
 
 
 @dataclass
+class ReportConfig:
+    enabled: bool = True  # write the job's report (report.html, report.json, figures/) when it finishes; sweeps also get a cross-run report
+    perplexity: bool = True  # compute each persona sentence's perplexity under the evaluated model (perplexity.parquet) at the end of the run
+    similarity: bool = True  # prompt-question similarity and the similarity-based strategies (MiniLM, offline)
+    n_boot: int = 2000  # paired bootstrap resamples for every interval
+    seed: int = 0  # seed of the bootstrap, the random-persona strategy and the split-half checks
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     template: Dict[str, TemplateConfig] = field(default_factory=dict)
@@ -129,6 +138,7 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     experiment_name: str = "default"  # names the study; set by experiment/*.yaml
     sweep_name: str = "default"  # names a sweep: its directory multirun/<sweep_name> and its W&B group
     output_dir: str = "."  # where results go; the Hydra run directory unless overridden
@@ -144,7 +154,7 @@ class Config:
 # Keys that change how or where a job runs but not its results: left out of the job's identity,
 # so a job can resume with another batch budget, device, cache or tracking setting.
 RUNTIME_KEYS = ("hydra", "output_dir", "cache_dir", "dry_run", "device", "threads", "progress", "overwrite",
-                "tracking", "sweep_name")
+                "tracking", "sweep_name", "report")
 RUNTIME_MODEL_KEYS = ("batch_tokens",)
 
 
@@ -322,6 +332,7 @@ def validate(cfg: Config) -> None:
     for key in ("probe_timeout_s", "init_timeout_s"):
         _positive(f"tracking.{key}", getattr(tracking, key), "a positive number of seconds")
     _positive("threads", cfg.threads, "a positive number of CPU threads, or null for torch's default")
+    _positive("report.n_boot", cfg.report.n_boot, "a positive number of bootstrap resamples (2000 is usual)")
     if cfg.cache_dir:
         _check_directory("cache_dir", cfg.cache_dir, "or null for $PERSONA_BENCH_CACHE or ~/.cache/persona_bench")
     from .models import preflight  # torch: imported here, so that the config stays light to import

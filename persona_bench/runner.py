@@ -302,6 +302,7 @@ def _run_job(cfg: Config, store: JobStore, roles, templates, grid, questions, me
     out = store.out
     tracker = make_tracker(cfg.tracking)
     saved = {"n": 0, "of": len(questions) * len(grid)}
+    finished = False
     try:
         store.status("running", n_prompts=saved["of"])
         tracker.start(redact(asdict(cfg)), out, run_name=f"{cfg.model.name}-{config_id(cfg)}",
@@ -358,9 +359,16 @@ def _run_job(cfg: Config, store: JobStore, roles, templates, grid, questions, me
                  summary["pred_histogram"], timing["prompts_per_s"], timing["tokens_per_s"],
                  100 * timing["utilisation"], tflops, out)
         tracker.log_results(summary, df, out)
+        finished = True
+        after_run(cfg, out, model, tokenizer, grid, dev, tracker)
         tracker.finish(ok=True)
         return summary
     except Interrupted as e:
+        if finished:  # the results are complete; only the optional outputs were cut short
+            log.warning("%s after the results were saved in %s; the report can be written later with "
+                        "python -m persona_bench.report %s", e, out, out)
+            tracker.finish(ok=True)
+            raise
         store.status("interrupted", reason=str(e), n_saved=saved["n"], n_prompts=saved["of"])
         log.warning("%s: %d of %d prompts are saved in %s; run the same command again to continue", e, saved["n"],
                     saved["of"], out)
@@ -373,3 +381,27 @@ def _run_job(cfg: Config, store: JobStore, roles, templates, grid, questions, me
                       "continue", saved["n"], saved["of"], out)
         tracker.finish(ok=False)
         raise
+
+
+def after_run(cfg: Config, out: Path, model, tokenizer, grid, device, tracker) -> None:
+    """The optional outputs of a finished job: persona perplexity under the evaluated model (while it
+    is loaded) and the job's report. Results are already saved: a failure here is a warning."""
+    if cfg.report.perplexity:
+        try:
+            from .perplexity import write_perplexity
+
+            texts = pd.DataFrame([{"template": t.name, "role": r.name, "text": t.render(r)} for t, r in grid if r is not None])
+            write_perplexity(out, model, tokenizer, texts, cfg.model.arch, device)
+        except Exception as e:
+            log.warning("persona perplexity failed (%s: %s); results are saved; python -m persona_bench.perplexity %s "
+                        "computes it later", type(e).__name__, e, out)
+    if cfg.report.enabled:
+        try:
+            from .report import Options, write_report
+
+            figs = write_report([out], out / "report", Options(cfg.report.n_boot, cfg.report.seed, cfg.report.similarity),
+                                command=f"python -m persona_bench.report {out}")
+            tracker.log_figures(figs)
+        except Exception as e:
+            log.warning("the report failed (%s: %s); results are saved; python -m persona_bench.report %s retries it",
+                        type(e).__name__, e, out)

@@ -38,6 +38,8 @@ def tiny_cfg(model_dir: Path, arch: str, out: Path, **over) -> Config:
         "role_set.names=[doctor,friend]",
         "progress=false",
         "tracking=none",
+        "report.enabled=false",
+        "report.perplexity=false",
     ], out=str(out))
     for key, value in over.items():
         section, _, field = key.partition("__")

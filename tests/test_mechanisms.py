@@ -149,6 +149,14 @@ def test_real_minilm_puts_a_doctor_near_medicine():
     assert v.shape == (1, 384) and np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_minilm_gives_the_vectors_sentence_transformers_gives():
+    """Our plain-transformers MiniLM (mean pooling, unit length) against values that
+    sentence-transformers 6.2.0 printed for the same texts (batched together, different lengths)."""
+    v = M.embed(["You are a doctor.", "Question: Which drug treats a bacterial infection in a patient?\nAnswer:"])
+    assert v[0, :4] == pytest.approx([0.043275, 0.006038, 0.062778, 0.02841], abs=2e-6)
+    assert v[1, :4] == pytest.approx([0.00016, -0.008833, -0.047063, -0.059033], abs=2e-6)
+
+
 # --------------------------------------------------------------------------- perplexity
 
 SENTENCES = ["You are a doctor.", "You are talking to an economist.", "You are a helpful assistant.", "You are a child."]

@@ -1,0 +1,154 @@
+"""Saved results, read back for the analysis: run directories -> one predictions table per model.
+
+A run directory is any folder holding `summary.json` (written last, so it marks a complete job)
+beside `predictions.parquet`. `load_runs` accepts single runs, a multirun directory (every
+complete job below it) or several of either. Jobs of one model that share a scoring set-up are
+one model's results however they were split (shards, several question sets, reruns): their
+rows are concatenated and each (question, template, role) is kept once. Jobs of the same model
+with different scoring set-ups stay apart, labelled `<model>-<config id>`.
+
+Only what the analysis needs is loaded; the prompt text is kept for control rows only (the
+question as the model saw it, for prompt-question similarity), which keeps a 1.2M-row paper
+run small in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .summary import CONTROL
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["model", "question_id", "subject", "template", "role", "role_category", "gender", "domain",
+           "interpersonal", "in_domain", "pred", "answer", "correct", "split"]
+KEY = ["question_id", "template", "role"]
+# What must agree for two jobs to be one model's results (anything else, e.g. the questions, may differ).
+SETUP = ("placement", "control_system")
+
+
+class NoRuns(ValueError):
+    """No complete run below the given paths."""
+
+
+@dataclass
+class Run:
+    """One complete job directory and what the report stamps about it."""
+    path: Path
+    summary: dict
+    identity: dict
+
+    @property
+    def model(self) -> str:
+        return self.summary.get("model", {}).get("model") or self.identity.get("model", {}).get("name", "model")
+
+    @property
+    def setup(self) -> tuple:
+        s = self.summary
+        m = s.get("model", {})
+        return (self.model, m.get("path"), m.get("revision"), m.get("dtype"), m.get("quantization"),
+                json.dumps(s.get("scoring"), sort_keys=True), *(s.get(k) for k in SETUP))
+
+    def stamp(self) -> dict:
+        s = self.summary
+        keep = ("model", "config_id", "experiment", "role_set", "templates", "dataset", "placement", "scoring",
+                "n_prompts", "n_questions", "n_roles", "throughput", "packages")
+        return {"path": str(self.path), **{k: s.get(k) for k in keep}}
+
+
+@dataclass
+class Results:
+    """Per-model predictions (one row per prompt), the runs behind them, role facts and templates."""
+    predictions: dict[str, pd.DataFrame]
+    runs: dict[str, list[Run]]
+    roles: pd.DataFrame
+    templates: dict[str, str]
+    perplexity: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.predictions)
+
+
+def find_runs(paths: list) -> list[Path]:
+    """Every complete job directory at or below the given paths, in a stable order."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise NoRuns(f"{p} does not exist; give a run directory (with summary.json and predictions.parquet) "
+                         f"or a folder above run directories (a multirun directory)")
+        here = [p] if (p / "summary.json").is_file() else sorted(s.parent for s in p.rglob("summary.json"))
+        runs = [d for d in here if (d / "predictions.parquet").is_file()]
+        if not runs:
+            raise NoRuns(f"no complete run in {p}: a complete run directory holds summary.json and "
+                         f"predictions.parquet (an unfinished job has neither; its status.json says why)")
+        found += [d for d in runs if d not in found]
+    return found
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    names = set(pq.ParquetFile(path).schema_arrow.names)
+    missing = [c for c in COLUMNS if c not in names and c != "split"]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}; is it a persona-bench predictions.parquet?")
+    df = pd.read_parquet(path, columns=[c for c in COLUMNS if c in names])
+    if "split" not in df:
+        df["split"] = None
+    if "prompt" in names:  # the question as the model saw it: control rows only
+        control = pd.read_parquet(path, columns=KEY[:2] + ["prompt"], filters=[("template", "==", CONTROL)])
+        df = df.merge(control, on=KEY[:2], how="left")
+    for col in ("interpersonal", "in_domain"):
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
+    df["correct"] = df["correct"].astype(bool)
+    return df
+
+
+def _role_facts(runs: list[Run]) -> pd.DataFrame:
+    facts: dict[str, dict] = {}
+    for run in runs:
+        for r in run.identity.get("role_set", {}).get("roles", []) or []:
+            facts.setdefault(r["name"], r)
+    return pd.DataFrame(list(facts.values()))
+
+
+def load_runs(paths: list) -> Results:
+    """Read every complete run below `paths` into one predictions table per model (see the module doc)."""
+    dirs = find_runs(paths)
+    runs = []
+    for d in dirs:
+        summary = json.loads((d / "summary.json").read_text())
+        job = d / "job.json"
+        identity = json.loads(job.read_text()).get("identity", {}) if job.is_file() else {}
+        runs.append(Run(d, summary, identity))
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.setup, []).append(run)
+    names = [g[0] for g in groups]
+    predictions, by_model, perplexity = {}, {}, {}
+    templates: dict[str, str] = {}
+    for setup, members in groups.items():
+        label = setup[0] if names.count(setup[0]) == 1 else f"{setup[0]}-{members[0].summary.get('config_id')}"
+        frames = [_read_predictions(r.path / "predictions.parquet") for r in members]
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        dup = df.duplicated(KEY, keep=False)
+        if dup.any():
+            clash = df[dup].groupby(KEY, dropna=False)["pred"].nunique()
+            if (clash > 1).any():
+                log.warning("%s: %d prompts were scored differently by different runs; keeping the first",
+                            label, int((clash > 1).sum()))
+            df = df.drop_duplicates(KEY, keep="first").reset_index(drop=True)
+        df["model"] = label
+        predictions[label] = df
+        by_model[label] = members
+        ppl = [pd.read_parquet(r.path / "perplexity.parquet") for r in members if (r.path / "perplexity.parquet").is_file()]
+        if ppl:
+            perplexity[label] = pd.concat(ppl, ignore_index=True).drop_duplicates(["template", "role"])
+        for r in members:
+            templates.update(r.summary.get("templates") or {})
+    return Results(predictions, by_model, _role_facts(runs), templates, perplexity)
+
