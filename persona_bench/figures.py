@@ -26,6 +26,10 @@ def save(fig, path: Path) -> Path:
     return path
 
 
+def _fmt(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.2f}"
+
+
 def _points(x) -> np.ndarray:
     return 100 * np.asarray(pd.to_numeric(x, errors="coerce"), dtype=float)
 
@@ -103,7 +107,7 @@ def mechanism_scatter(points: pd.DataFrame, measures: dict[str, str], correlatio
         row = correlations[correlations["measure"] == col] if correlations is not None and len(correlations) else None
         if row is not None and len(row):
             r = row.iloc[0]
-            ax.set_title(f"r = {r['pearson_r']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]", fontsize=10)
+            ax.set_title(f"r = {_fmt(r['pearson_r'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", fontsize=10)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

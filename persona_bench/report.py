@@ -176,6 +176,14 @@ def _table(df, max_rows: Optional[int] = None, percent: tuple = ()) -> str:
     return t.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0)
 
 
+def _num(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:+.4f}"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.0f}%"
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
@@ -223,8 +231,16 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
         parts.append(f"<p class='note'>{e(str(reg.get('specification', '')))}</p>")
         parts.append(_table(reg.get("coefficients")))
         parts.append(f"<p class='note'>n = {reg.get('n_obs')} persona prompts on {reg.get('n_questions')} questions; "
-                     f"converged: {reg.get('converged')}</p>")
-        parts.append("<h3>How random is it?</h3><pre>" + e(json.dumps(jsonable(a["randomness"]), indent=1)) + "</pre>")
+                     f"converged: {reg.get('converged')}; terms dropped: {e(', '.join(reg.get('dropped') or []) or 'none')}</p>")
+        rnd = a["randomness"]
+        parts.append("<h3>How random is it?</h3>")
+        parts.append(f"<p>Over {rnd.get('n_splits')} random halvings of the questions, the persona that is best on "
+                     f"one half is above control on the other half in {_pct(rnd.get('share_best_above_control_on_b'))} "
+                     f"of the splits (its difference there: {_num(rnd.get('mean_delta_b_best'))}, against "
+                     f"{_num(rnd.get('mean_delta_a_best'))} on the half that chose it). On "
+                     f"{_pct(rnd.get('share_questions_personas_disagree'))} of the questions the personas disagree "
+                     f"about correctness.</p>")
+        parts.append(_table(pd.DataFrame({"measure": list(rnd), "value": [str(jsonable({"v": v})["v"]) for v in rnd.values()]})))
         parts.append("<h3>Mechanisms: why do some personas do better?</h3>")
         if f"{model}/mechanisms" in figs:
             parts.append(_img(figs[f"{model}/mechanisms"], f"{model} mechanisms"))

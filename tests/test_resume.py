@@ -158,7 +158,8 @@ def test_an_oom_on_a_single_prompt_is_a_clear_error(tiny_model_dir, tmp_path, mo
 
 
 # -- real run.py processes, killed and rerun ---------------------------------------------------------------
-COMMAND = ["debug=tiny", "tracking=none", "model.batch_tokens=400"]  # 30 prompts in about 15 batches
+COMMAND = ["debug=tiny", "tracking=none", "model.batch_tokens=400",  # 30 prompts in about 15 batches
+           "report.enabled=false", "report.perplexity=false"]
 
 
 def start(cwd, *args):

@@ -91,11 +91,19 @@ def test_run_py_on_the_embedded_model(tmp_path):
     assert all(len(c) == 4 and c[0].startswith(" ") for c in df.choices)
     assert summary["model"]["model"] == "gemma3_270m" and summary["model"]["gguf_sha256"]
     assert (tmp_path / "r" / ".hydra" / "config.yaml").exists() and (tmp_path / "r" / "run.log").exists()
+    # the optional outputs: each persona sentence's perplexity under the model, and the job's report
+    ppl = pd.read_parquet(tmp_path / "r" / "perplexity.parquet")
+    assert len(ppl) == 4 and set(ppl.text) >= {"You are a doctor.", "You are talking to a friend."}
+    assert ppl.perplexity.between(1, 1e6).all() and (ppl.n_tokens >= 4).all()
+    doc = json.loads((tmp_path / "r" / "report" / "report.json").read_text())
+    assert doc["models"] == ["gemma3_270m"] and (tmp_path / "r" / "report" / "report.html").is_file()
+    assert "log_perplexity" in {c["measure"] for c in doc["per_model"]["gemma3_270m"]["correlations"]}
 
 
 @pytest.mark.slow
 def test_multirun_sweep_in_a_subprocess(tmp_path):
-    p = run_py("-m", "debug=tiny", "scoring=cloze,letter", "role_set.names=[doctor]", f"hydra.sweep.dir={tmp_path}/s")
+    p = run_py("-m", "debug=tiny", "scoring=cloze,letter", "role_set.names=[doctor]", "report.enabled=false",
+               f"hydra.sweep.dir={tmp_path}/s")
     assert p.returncode == 0, p.stderr[-3000:]
     jobs = sorted((tmp_path / "s").glob("gemma3_270m-*"))  # one directory per job, named by its config
     assert len(jobs) == 2

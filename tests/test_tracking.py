@@ -381,6 +381,12 @@ def test_run_py_with_a_fake_key_and_wandb_unreachable_finishes_offline_and_leaks
     assert [a["type"] for a in rec["artifacts"]].count("predictions") == 1
     assert rec["run"]["group"] == "demo" and {"gemma3_270m", "demo", "speaker"} <= set(rec["run"]["tags"])
     assert rec["config"]["model"]["name"] == "gemma3_270m"
+    # the job's report figures are logged as images, the same files as in its report folder
+    logged = {k for step in rec["history"] for k, v in step.items() if k.startswith("figures/")}
+    written = json.loads((out / "report" / "report.json").read_text())["figures"]
+    assert logged and len(logged) == len(written)
+    assert all(isinstance(v, dict) and v.get("_type") == "image-file" for step in rec["history"]
+               for k, v in step.items() if k.startswith("figures/"))
 
     assert FAKE_KEY not in log and HF_SECRET not in log
     for path in wandb_env.rglob("*"):  # results, .hydra, run.log, wandb's run and its own dirs
