@@ -164,16 +164,16 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top
 table{border-collapse:collapse;font-size:.85em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
 .note{color:#555;font-size:.9em}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.8em}
-nav a{margin-right:12px}details{margin:6px 0}"""
+nav a{margin-right:12px}details{margin:6px 0}.scroll{overflow-x:auto;max-width:100%}"""
 
 
-def _table(df, max_rows: Optional[int] = None, percent: tuple = ()) -> str:
+def _table(df, max_rows: Optional[int] = None) -> str:
     if df is None or (isinstance(df, pd.DataFrame) and df.empty):
         return '<p class="note">(nothing to show)</p>'
     t = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
     if max_rows is not None and len(t) > max_rows:
         t = t.head(max_rows)
-    return t.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0)
+    return "<div class='scroll'>" + t.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0) + "</div>"
 
 
 def _num(x) -> str:
@@ -214,8 +214,11 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
                             "control_accuracy", "delta", "ci_low", "ci_high", "n_better", "n_worse", "p", "p_holm",
                             "q_bh", "significant") if c in p]
         ranked = p.sort_values("delta", ascending=False)[cols]
-        parts.append("<p>Best ten and worst ten personas:</p>" + _table(ranked.head(10)) + _table(ranked.tail(10)))
-        parts.append("<details><summary>all personas</summary>" + _table(ranked) + "</details>")
+        if len(ranked) > 20:
+            parts.append("<p>Best ten and worst ten personas:</p>" + _table(ranked.head(10)) + _table(ranked.tail(10)))
+            parts.append("<details><summary>all personas</summary>" + _table(ranked) + "</details>")
+        else:
+            parts.append(_table(ranked))
         parts.append("<h3>Factors: template, role category, gender</h3>")
         if f"{model}/factors" in figs:
             parts.append(_img(figs[f"{model}/factors"], f"{model} factors"))
