@@ -93,11 +93,10 @@ class Grid:
 
 def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
     """Exact (binomial) McNemar p, two-sided, for paired binary outcomes; 1.0 with no discordant pair."""
-    from scipy.stats import binomtest
+    from .analysis import mcnemar_p
 
     a, b = np.asarray(a, bool), np.asarray(b, bool)
-    n01, n10 = int((a & ~b).sum()), int((~a & b).sum())
-    return 1.0 if n01 + n10 == 0 else float(binomtest(n01, n01 + n10, 0.5).pvalue)
+    return float(mcnemar_p((a & ~b).sum(), (~a & b).sum()))
 
 
 def _r(x) -> Optional[float]:
