@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import numpy as np
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -45,3 +48,14 @@ def tiny_cfg(model_dir: Path, arch: str, out: Path, **over) -> Config:
         section, _, field = key.partition("__")
         setattr(getattr(cfg, section), field, value) if field else setattr(cfg, section, value)
     return cfg
+
+
+class BagOfWords:
+    """Fake sentence encoder: hashed word counts (64 dims). Texts sharing words are similar."""
+
+    def encode(self, texts, **kw):
+        out = np.zeros((len(texts), 64))
+        for i, t in enumerate(texts):
+            for w in t.lower().replace(".", " ").replace("?", " ").split():
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1
+        return out

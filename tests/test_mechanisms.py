@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from helpers import BagOfWords
 import torch
 from scipy import stats
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -17,17 +18,6 @@ from persona_bench import mechanisms as M
 from persona_bench.perplexity import main as perplexity_main
 from persona_bench.perplexity import persona_perplexity, write_perplexity
 from persona_bench.roles import Role, Template
-
-
-class BagOfWords:
-    """Fake sentence encoder: hashed word counts (64 dims). Texts sharing words are similar."""
-
-    def encode(self, texts, **kw):
-        out = np.zeros((len(texts), 64))
-        for i, t in enumerate(texts):
-            for w in t.lower().replace(".", " ").replace("?", " ").split():
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1
-        return out
 
 
 ROLES = [

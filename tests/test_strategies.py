@@ -3,24 +3,14 @@ uses the real MiniLM)."""
 
 from __future__ import annotations
 
-import hashlib
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import BagOfWords
+
 from persona_bench import strategies as S
-
-
-class BagOfWords:
-    """Fake sentence encoder: hashed word counts (64 dims)."""
-
-    def encode(self, texts, **kw):
-        out = np.zeros((len(texts), 64))
-        for i, t in enumerate(texts):
-            for w in t.lower().replace(".", " ").replace("?", " ").split():
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 64] += 1
-        return out
 
 
 SPLITS = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
