@@ -94,6 +94,8 @@ CASES = [
     case("tracking-backend", "tracking.backend=bogus", 2,
          "tracking.backend='bogus' is not valid; valid values: wandb, none"),
     case("threads", "threads=0", 2, "threads=0 must be a positive number of CPU threads"),
+    case("report bootstrap", "report.n_boot=0", 2, "report.n_boot=0 must be a positive number of bootstrap resamples"),
+    case("report key", "report.enable=false", 1, "Key 'enable' not in 'ReportConfig'", SUB),
     case("device-unknown", "device=tpu", 2, "device='tpu' is not valid; valid values: auto, cpu, cuda, cuda:N"),
     case("device-index", "device=cuda:x", 2, "device='cuda:x' is not valid"),
     case("device-no-gpu", "device=cuda", 2, "device=cuda: no CUDA GPU is available on this machine", marks=NO_GPU),
