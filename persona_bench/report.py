@@ -149,7 +149,8 @@ def make_figures(result: dict, fig_dir: Path) -> dict[str, Path]:
                 fig_dir / f"{model}_mechanisms.png")
         if len(a["strategies"]):
             paths[f"{model}/strategies"] = figures.save(
-                figures.strategies(a["strategies"], title=f"{model}: persona selection on the test questions"),
+                figures.strategies(a["strategies"], title=f"{model}: persona selection on the "
+                                   f"{a['strategies']['n_test'].max()} test questions (red: p < 0.05 vs control)"),
                 fig_dir / f"{model}_strategies.png")
     heat = result["cross_model"]["role_model_delta"]
     if len(heat):
