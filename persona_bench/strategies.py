@@ -164,28 +164,52 @@ def most_similar(g: Grid, test: np.ndarray, sim: np.ndarray):
     return g.correct[idx, k], f"most chosen: {top}"
 
 
+def fit_logistic_path(x: np.ndarray, y: np.ndarray, cs=C_GRID) -> list[tuple[np.ndarray, np.ndarray]]:
+    """L2 logistic regressions of every column of y (n x K, 0/1) on x (n x d), all K at once, for each C
+    in `cs` (ascending, each fit warm-started from the previous): the objective of scikit-learn's
+    LogisticRegression(C), 0.5*|w|^2 + C * sum of log losses with an unpenalised intercept, summed over
+    the K separable problems and minimised by one L-BFGS. Returns [(W d x K, b K)] per C.
+    One joint fit of 324 personas takes about a second where 324 scikit-learn fits per C took minutes."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    n, d = x.shape
+    k = y.shape[1]
+    y = y.astype(float)
+    theta = np.zeros((d + 1) * k)
+    out = []
+    for c in cs:
+        def loss_grad(t):
+            w, b = t[: d * k].reshape(d, k), t[d * k:]
+            z = x @ w + b
+            loss = np.logaddexp(0, z) - y * z  # -log p(y | z), stable
+            r = c * (expit(z) - y)
+            grad = np.concatenate([(x.T @ r + w).ravel(), r.sum(axis=0)])
+            return c * loss.sum() + 0.5 * float((w * w).sum()), grad
+
+        res = minimize(loss_grad, theta, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-6})
+        theta = res.x
+        out.append((theta[: d * k].reshape(d, k).copy(), theta[d * k:].copy()))
+    return out
+
+
 def classifier(g: Grid, test: np.ndarray, x: np.ndarray, seed: int = 0):
-    """One L2 logistic regression per persona (question embedding -> correct), fit on train; C from
-    C_GRID by the val accuracy of the resulting choice (ties: the smaller C). A persona whose train
-    correctness is constant gets that constant train rate as its probability."""
-    from sklearn.linear_model import LogisticRegression
+    """One L2 logistic regression per persona (question embedding -> correct), fit on train (all
+    personas in one joint fit, `fit_logistic_path`); C from C_GRID by the val accuracy of the resulting
+    choice (ties: the smaller C). A persona whose train correctness is constant gets that constant
+    train rate as its probability."""
+    from scipy.special import expit
 
     train, val = g.mask("train"), g.mask("val")
     if not train.any():
         raise ValueError("the classifier needs train questions")
     y = g.correct[train]
-
-    # probabilities for every C: per persona, the C path fitted in ascending order, each fit warm-started
-    # from the previous solution (the same optimum, far fewer L-BFGS iterations)
+    const = y.min(axis=0) == y.max(axis=0)
     path = np.empty((len(C_GRID), len(g.qids), len(g.personas)))
-    for j in range(len(g.personas)):
-        if y[:, j].min() == y[:, j].max():
-            path[:, :, j] = float(y[0, j])
-            continue
-        m = LogisticRegression(max_iter=2000, warm_start=True, random_state=seed)
-        for i, c in enumerate(C_GRID):
-            m.set_params(C=c).fit(x[train], y[:, j])
-            path[i, :, j] = m.predict_proba(x)[:, 1]
+    path[:, :, const] = y[0, const].astype(float)
+    if (~const).any():
+        for i, (w, b) in enumerate(fit_logistic_path(x[train], y[:, ~const], C_GRID)):
+            path[i][:, ~const] = expit(x @ w + b)
 
     def probs(c: float) -> np.ndarray:
         return path[C_GRID.index(c)]

@@ -164,3 +164,20 @@ def test_without_similarity_no_encoder_is_used():
     df = make_df(60, PERSONAS[:2], lambda i, p: 0.5, seed=7)
     r = S.evaluate_strategies(df, texts_for(PERSONAS[:2]), n_boot=50, encoder=Refuses(), use_similarity=False)
     assert list(r.strategy) == ["random", "best_on_train", "best_per_subject", "best_in_domain", "majority_vote", "oracle"]
+
+
+def test_joint_logistic_fit_equals_scikit_learn_per_persona():
+    """fit_logistic_path fits every persona's L2 logistic regression in one L-BFGS; each must be the
+    model scikit-learn's LogisticRegression(C) fits alone (same objective, unpenalised intercept)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 16))
+    y = (rng.random((300, 5)) < 1 / (1 + np.exp(-(x @ rng.standard_normal((16, 5)))))).astype(int)
+    for (w, b), c in zip(S.fit_logistic_path(x, y, (0.1, 1.0, 10.0)), (0.1, 1.0, 10.0)):
+        for j in range(y.shape[1]):
+            ref = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(x, y[:, j])
+            assert w[:, j] == pytest.approx(ref.coef_[0], abs=2e-3)
+            assert b[j] == pytest.approx(ref.intercept_[0], abs=2e-3)
+            p = 1 / (1 + np.exp(-(x @ w[:, j] + b[j])))
+            assert p == pytest.approx(ref.predict_proba(x)[:, 1], abs=1e-4)
