@@ -8,7 +8,6 @@ and correlates them with each persona's delta to the control:
   persona_texts(templates, roles)     (template, role, text): the sentence the run put in the prompt
   role_frequencies(roles)             (role, wordfreq_zipf, ngram_frequency)
   similarity(df, texts)               (template, role, similarity): mean cosine to the questions
-  persona_effects(df)                 (template, role, accuracy, control_accuracy, delta, n)
   correlations(effects, measures)     (measure, n, pearson_r, ci_low, ci_high, p, spearman_rho, spearman_p)
 
 The perplexity of the sentences under the evaluated model is in perplexity.py (it needs the model).
@@ -202,20 +201,6 @@ def similarity(df: pd.DataFrame, texts: pd.DataFrame, encoder=None) -> pd.DataFr
 # --------------------------------------------------------------------------- effects and correlations
 
 
-def persona_effects(df: pd.DataFrame) -> pd.DataFrame:
-    """(template, role, accuracy, control_accuracy, delta, n): each persona's accuracy, the control's on
-    the same questions, and the difference."""
-    ctrl = df[df["template"] == CONTROL].set_index("question_id")["correct"].astype(float)
-    p = df[df["template"] != CONTROL]
-    rows = []
-    for (t, r), g in p.groupby(["template", "role"], sort=True):
-        c = ctrl.reindex(g["question_id"]).to_numpy()
-        acc = float(g["correct"].astype(float).mean())
-        c_acc = float(np.nanmean(c))
-        rows.append((t, r, acc, c_acc, acc - c_acc, len(g)))
-    return pd.DataFrame(rows, columns=["template", "role", "accuracy", "control_accuracy", "delta", "n"])
-
-
 # measure column -> (reported name, transform)
 TRANSFORMS = {
     "wordfreq_zipf": ("wordfreq_zipf", lambda x: x),  # already log10 (per billion words)
@@ -241,7 +226,7 @@ def _clean(x) -> Optional[float]:
 def correlations(effects: pd.DataFrame, measures: Union[pd.DataFrame, list[str]], target: str = "delta") -> pd.DataFrame:
     """(measure, n, pearson_r, ci_low, ci_high, p, spearman_rho, spearman_p): each measure against `target`.
 
-    effects: one row per persona (template, role, delta, accuracy), e.g. persona_effects(df).
+    effects: one row per persona (template, role, delta, accuracy), e.g. analysis.persona_effects(df).
     measures: keyed by role (role_frequencies) or by (template, role) (similarity, perplexity); every
     other numeric column is a measure. ngram_frequency is correlated as log10, perplexity as log
     (= the mean token NLL), wordfreq_zipf as is (already log10). Personas missing a measure are left out
@@ -277,14 +262,3 @@ def correlations(effects: pd.DataFrame, measures: Union[pd.DataFrame, list[str]]
                      "p": _clean(p), "spearman_rho": _clean(rho), "spearman_p": _clean(sp)})
     return pd.DataFrame(rows, columns=["measure", "n", "pearson_r", "ci_low", "ci_high", "p", "spearman_rho",
                                        "spearman_p"])
-
-
-def mechanism_measures(df: pd.DataFrame, texts: pd.DataFrame, roles: Iterable[Union[Role, dict]],
-                       perplexity: Optional[pd.DataFrame] = None, encoder=None) -> pd.DataFrame:
-    """One table keyed by (template, role): wordfreq_zipf, ngram_frequency, similarity and, when given
-    (perplexity.parquet), perplexity. Ready for correlations(persona_effects(df), ...)."""
-    out = texts[["template", "role"]].merge(role_frequencies(roles), on="role", how="left")
-    out = out.merge(similarity(df, texts, encoder), on=["template", "role"], how="left")
-    if perplexity is not None:
-        out = out.merge(perplexity[["template", "role", "perplexity"]], on=["template", "role"], how="left")
-    return out

@@ -44,7 +44,6 @@ MEASURES = {  # mechanism column -> axis label
     "similarity": "prompt-question similarity (MiniLM cosine)",
     "log_perplexity": "persona prompt log perplexity (evaluated model)",
 }
-FACTORS = ("template", "role_category", "gender", "domain", "interpersonal")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from scipy import stats
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from persona_bench import mechanisms as M
+from persona_bench.analysis import persona_effects
 from persona_bench.perplexity import main as perplexity_main
 from persona_bench.perplexity import persona_perplexity, write_perplexity
 from persona_bench.roles import Role, Template
@@ -73,7 +74,7 @@ def test_question_texts_and_effects():
     df = predictions()
     q = M.question_texts(df)
     assert list(q.index) == ["q0", "q1", "q2"] and q["q1"] == "Question: medicine q1\nAnswer:"
-    e = M.persona_effects(df).set_index("role")
+    e = persona_effects(df, n_boot=10).set_index("role")  # the analysis' effects, as the report correlates them
     assert e.loc["doctor", "accuracy"] == pytest.approx(2 / 3)
     assert e.loc["doctor", "control_accuracy"] == pytest.approx(1 / 3)
     assert e.loc["doctor", "delta"] == pytest.approx(1 / 3)
