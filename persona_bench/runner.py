@@ -292,7 +292,10 @@ def run(cfg: Config) -> dict:
             log.info("job %s is already complete (%s prompts): results in %s; overwrite=true recomputes it",
                      config_id(cfg), saved.get("n_prompts"), store.out)
             return saved
-        with interruptible():
+        from .gpus import claim_device
+
+        with interruptible(), claim_device(cfg.device, holder=str(store.out)) as device:
+            cfg.device = device  # auto with several GPUs: a GPU no other job holds (gpus.py); not part of the job id
             return _run_job(cfg, store, roles, templates, grid, questions, method, fmt)
     finally:
         store.close()
