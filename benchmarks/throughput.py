@@ -1,0 +1,182 @@
+"""Scoring throughput against the hardware's limit, in one process.
+
+    python benchmarks/throughput.py                         # the demo's scoring, 200 prompts
+    python benchmarks/throughput.py --n-prompts 500 scoring=letter
+    python benchmarks/throughput.py --compare-lm-eval       # also lm-evaluation-harness on the same prompts
+    python benchmarks/throughput.py model=llama2 device=cuda --n-prompts 5000
+
+It builds the run's real prompts (the config's questions x personas, as `run.py`
+would), takes N of them spread over the grid, scores them with the run's scoring
+path and reports:
+
+  prompts/s, tokens/s      real tokens only (prompt and option tokens, no padding)
+  achieved TFLOP/s         2 x the body's linear parameters per real token, plus
+                           attention (4 x heads x head_dim x keys attended, per
+                           query token and layer), plus the output layer (2 x
+                           vocabulary x hidden) at every position whose full
+                           distribution the method needs (letter: the answer
+                           position; cloze: every option token)
+  matmul ceiling           the device's matmul rate in the run's dtype on the
+                           model's own layer shapes (every distinct linear layer,
+                           and the output layer), at the run's mean tokens per
+                           forward pass: FLOP-weighted over the layers
+  4096x4096 rate           the square matmul rate beside it, for reference
+
+and one line `fraction_of_matmul_ceiling=<x>` (achieved over ceiling). The line
+`fraction_without_head=<y>` leaves the output layer out of both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import torch  # noqa: E402
+
+from persona_bench.throughput import attention_flops, layer_shapes, matmul_tflops, shape_ceiling  # noqa: E402
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from persona_bench.config import register
+
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        dcfg = hydra_compose("config", overrides=["output_dir=/tmp/persona-bench-throughput", "progress=false",
+                                                  "tracking=none", *overrides])
+    return OmegaConf.to_object(dcfg)
+
+
+def spread(n_total: int, n: int) -> list[int]:
+    """n indices spread evenly over the grid (every persona and question length represented)."""
+    if n >= n_total:
+        return list(range(n_total))
+    step = n_total / n
+    return [int(i * step) for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-prompts", type=int, default=200, help="prompts to score (spread over the grid)")
+    ap.add_argument("--compare-lm-eval", action="store_true",
+                    help="also score the same prompts with lm-evaluation-harness (if installed)")
+    ap.add_argument("--lm-eval-batch-size", type=int, default=16)
+    ap.add_argument("--json", type=Path, help="write the figures to this file")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, as for run.py (model=..., scoring=..., device=...)")
+    args = ap.parse_args()
+
+    from persona_bench.config import resolved_scoring
+    from persona_bench.data import default_cache_dir
+    from persona_bench.models import load_model
+    from persona_bench.prompts import resolve_placement
+    from persona_bench.runner import build_items, prepare, score_items
+
+    cfg = compose(args.overrides)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    method, fmt = resolved_scoring(cfg)
+    _, _, grid, questions = prepare(cfg)
+    model, tok, info = load_model(cfg.model, cfg.device, default_cache_dir(cfg.cache_dir))
+    placement = resolve_placement(tok, cfg.model.placement)
+    t = time.perf_counter()
+    all_items = build_items(questions, grid, tok, cfg, placement, method, fmt)
+    build_s = time.perf_counter() - t
+    items = [all_items[i] for i in spread(len(all_items), args.n_prompts)]
+    pad_id = next(x for x in (tok.pad_token_id, tok.eos_token_id, 0) if x is not None)
+    dev = torch.device(info["device"])
+
+    # Warm-up on a few prompts (first-call allocations, kernel selection), then the timed run.
+    score_items(model, items[:4], cfg, method, pad_id, {}, lambda b, r: None)
+    batches: list[int] = []
+    t = time.perf_counter()
+    results, timing = score_items(model, items, cfg, method, pad_id, {}, lambda b, r: batches.append(len(b)))
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+
+    reqs = [it.request for it in items]
+    shapes = layer_shapes(model, cfg.model.arch)
+    body_tokens = sum(len(r.prompt_ids) + sum(max(len(o) - 1, 0) for o in r.option_ids) for r in reqs)
+    # Positions whose full output distribution the method needs: every option token (cloze), or
+    # the answer position (letter).
+    head_rows = sum(sum(len(o) for o in r.option_ids) if r.option_ids else 1 for r in reqs)
+    lin_flops = 2 * shapes.body_params * body_tokens
+    att_flops = sum(attention_flops(shapes, r.prompt_ids, r.option_ids) for r in reqs)
+    head_flops = 2 * shapes.head_params * head_rows
+    n_forward = max(1, timing["batches"])
+    mean_tokens = max(1, body_tokens // n_forward)
+    mean_head_rows = max(1, head_rows // n_forward)
+    rates = shape_ceiling(shapes, info["dtype"], str(dev), mean_tokens, mean_head_rows)
+    # The ceiling for this run's mix of work: each part's FLOPs at its shapes' best rate.
+    ceil = dict(rates, all=(lin_flops + att_flops + head_flops) / ((lin_flops + att_flops) / rates["body"]
+                                                                   + head_flops / max(rates["head"], 1e-9)))
+    square = matmul_tflops(info["dtype"], str(dev), n=4096, seconds=1.0)
+    achieved = (lin_flops + att_flops + head_flops) / seconds / 1e12
+    body_achieved = (lin_flops + att_flops) / seconds / 1e12
+    out = {
+        "model": cfg.model.name, "device": str(dev), "dtype": info["dtype"], "scoring": method, "format": fmt,
+        "threads": torch.get_num_threads(), "n_prompts": len(items), "batch_tokens": cfg.model.batch_tokens,
+        "forward_batches": timing["batches"], "seconds": round(seconds, 3),
+        "prompts_per_s": round(len(items) / seconds, 2), "tokens_per_s": round(body_tokens / seconds, 1),
+        "real_tokens": body_tokens, "head_rows": head_rows, "mean_tokens_per_batch": mean_tokens,
+        "tflop": {"linear": lin_flops / 1e12, "attention": att_flops / 1e12, "head": head_flops / 1e12},
+        "achieved_tflops": round(achieved, 4),
+        "ceiling_tflops": round(ceil["all"], 4), "ceiling_body_tflops": round(ceil["body"], 4),
+        "ceiling_head_tflops": round(ceil["head"], 4), "square_4096_tflops": round(square, 4),
+        "fraction_of_matmul_ceiling": round(achieved / ceil["all"], 3),
+        "fraction_without_head": round(body_achieved / ceil["body"], 3),
+        "build_and_tokenize_s_all": round(build_s, 2), "n_prompts_all": len(all_items),
+    }
+    print(f"{out['model']} on {out['device']} ({out['dtype']}, {out['threads']} threads), {method}/{fmt}: "
+          f"{len(items)} prompts in {seconds:.1f} s = {out['prompts_per_s']} prompts/s, {out['tokens_per_s']:,} "
+          f"real tokens/s ({timing['batches']} batches, ~{mean_tokens} real tokens each)")
+    print(f"achieved {achieved:.4f} TFLOP/s (linear {lin_flops / 1e12:.2f}, attention {att_flops / 1e12:.2f}, "
+          f"output layer {head_flops / 1e12:.2f} TFLOP); matmul ceiling on the model's shapes {ceil['all']:.4f} "
+          f"TFLOP/s (body {ceil['body']:.4f}, output layer {ceil['head']:.4f}); 4096x4096: {square:.4f} TFLOP/s")
+    print(f"fraction_without_head={out['fraction_without_head']}")
+    print(f"fraction_of_matmul_ceiling={out['fraction_of_matmul_ceiling']}")
+    if args.compare_lm_eval:
+        out["lm_eval"] = compare_lm_eval(items, results, info, cfg, method, seconds, args.lm_eval_batch_size)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+def compare_lm_eval(items, results, info, cfg, method: str, seconds: float, batch_size: int) -> dict:
+    from lm_eval_compare import lm_eval_available, run_lm_eval
+
+    ok, why = lm_eval_available()
+    if not ok:
+        print(f"--compare-lm-eval: {why}")
+        return {"available": False, "reason": why}
+    from persona_bench.data import default_cache_dir
+    from persona_bench.models import model_dir
+
+    where, _, _ = model_dir(cfg.model, default_cache_dir(cfg.cache_dir))
+    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[info["dtype"]]
+    by = cfg.scoring.cloze_score if method == "cloze" else "sum"
+    lm = run_lm_eval(str(where), [it.prompt for it in items], [it.choices for it in items], dtype=dtype,
+                     batch_size=batch_size, device=info["device"], by=by)
+    ours = [r.pred for r in results]
+    agree = statistics.fmean(a == b for a, b in zip(ours, lm["pred"]))
+    ratio = lm["seconds"] / seconds
+    print(f"lm-evaluation-harness {lm['version']} (batch {batch_size}, {dtype}): {len(items)} prompts in "
+          f"{lm['seconds']:.1f} s = {len(items) / lm['seconds']:.2f} prompts/s; persona-bench is {ratio:.2f}x faster; "
+          f"identical predictions {agree:.2%}")
+    print(f"speedup_vs_lm_eval={ratio:.2f}")
+    print(f"prediction_agreement={agree:.4f}")
+    return {"available": True, "version": lm["version"], "seconds": round(lm["seconds"], 3), "speedup": round(ratio, 3),
+            "agreement": round(agree, 4), "batch_size": batch_size, "n_requests": lm["n_requests"]}
+
+
+if __name__ == "__main__":
+    main()

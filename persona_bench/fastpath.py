@@ -1,0 +1,76 @@
+"""Faster forward passes with the same results: fused RMS norms.
+
+transformers computes an RMS norm in five or six tensor passes (pow, mean, add,
+rsqrt, two multiplies); on a narrow model such as Gemma 3 270M (hidden 640,
+109 norms per forward) those passes took about a fifth of a scoring run on the
+CPU. `torch.nn.functional.rms_norm` does the same arithmetic in one fused kernel.
+
+`fuse_norms(model)` gives every norm module of a known family a forward built on
+it, keeping each family's exact order of casts:
+
+  gemma  (Gemma, Gemma 2, Gemma 3)  (norm(x.float()) * (1 + w)).type_as(x)
+  llama  (Llama, Mistral, Qwen 2/3, T5)  w * norm(x.float()).to(x.dtype)
+
+Each replacement is checked against the module's own forward on random inputs in
+the model's dtype before it is kept; a module whose output differs beyond float
+rounding keeps its original forward (so a change in transformers cannot change
+results silently).
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+GEMMA = ("GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm")
+LLAMA = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "T5LayerNorm", "MixtralRMSNorm",
+         "Phi3RMSNorm")
+
+
+def _gemma_forward(self, x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x.float(), (x.shape[-1],), self._fused_weight, self.eps).type_as(x)
+
+
+def _llama_forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self.weight * F.rms_norm(x.float(), (x.shape[-1],), None, self.variance_epsilon).to(x.dtype)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    tol = 1e-5 if a.dtype == torch.float32 else 2e-2
+    return a.dtype == b.dtype and a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=tol, atol=tol)
+
+
+@torch.inference_mode()
+def fuse_norms(model) -> int:
+    """Replace the forward of every known RMS-norm module with a fused one; returns how many."""
+    n = 0
+    checked: dict = {}
+    for module in model.modules():
+        name = type(module).__name__
+        if name in GEMMA and hasattr(module, "eps"):
+            module._fused_weight = (1.0 + module.weight.float()).detach()
+            new = _gemma_forward
+        elif name in LLAMA and hasattr(module, "variance_epsilon"):
+            new = _llama_forward
+        else:
+            continue
+        if getattr(module.weight, "device", torch.device("meta")).type == "meta":
+            continue
+        original = module.forward
+        module.forward = types.MethodType(new, module)
+        key = (name, module.weight.dtype, module.weight.shape)
+        if key not in checked:
+            x = (torch.randn(3, 5, module.weight.shape[-1], device=module.weight.device) * 3).to(module.weight.dtype)
+            checked[key] = _same(original(x), module(x))
+            if not checked[key]:
+                log.warning("fused %s differs from its own forward; keeping the original", name)
+        if checked[key]:
+            n += 1
+        else:
+            del module.forward  # back to the class's own forward
+    return n

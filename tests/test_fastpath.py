@@ -1,0 +1,94 @@
+"""Fused RMS norms give the same forward pass; the throughput benchmark's FLOP and shape accounting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from persona_bench.fastpath import fuse_norms
+from persona_bench.throughput import Shapes, attention_flops, layer_shapes, shape_ceiling
+
+
+def _logits(model, ids):
+    with torch.inference_mode():
+        if model.config.is_encoder_decoder:
+            start = torch.full((ids.shape[0], 1), model.config.decoder_start_token_id)
+            return model(input_ids=ids, decoder_input_ids=start).logits
+        return model(input_ids=ids).logits
+
+
+def _tiny_gemma3():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=32, sliding_window=8,
+                           max_position_embeddings=256)
+    model = Gemma3ForCausalLM(cfg).eval()
+    for name, p in model.named_parameters():  # norms start at zero weight: give them real values
+        if "norm" in name:
+            p.data.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["llama", "t5", "gemma3"])
+def test_fused_norms_leave_logits_unchanged(tiny_model_dir, arch):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    if arch == "gemma3":
+        model = _tiny_gemma3()
+    else:
+        auto = AutoModelForSeq2SeqLM if arch == "t5" else AutoModelForCausalLM
+        model = auto.from_pretrained(tiny_model_dir(arch)).eval()
+    ids = torch.randint(3, 250, (3, 17), generator=torch.Generator().manual_seed(1))
+    before = _logits(model, ids)
+    norms = [m for m in model.modules() if "Norm" in type(m).__name__]
+    n = fuse_norms(model)
+    assert n == len(norms) > 0
+    assert all("forward" in vars(m) for m in norms)  # each module has its fused forward
+    torch.testing.assert_close(_logits(model, ids), before, rtol=1e-5, atol=1e-5)
+
+
+def test_a_norm_that_does_not_match_keeps_its_own_forward():
+    class LlamaRMSNorm(torch.nn.Module):  # the known name, but not the arithmetic fuse_norms assumes
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(8))
+            self.variance_epsilon = 1e-6
+
+        def forward(self, x):
+            return x * self.weight + 1
+
+    model = torch.nn.Sequential(LlamaRMSNorm())
+    x = torch.randn(2, 8)
+    assert fuse_norms(model) == 0
+    assert "forward" not in vars(model[0])
+    torch.testing.assert_close(model(x), x + 1)
+
+
+def test_layer_shapes_count_every_body_linear_once(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"))
+    s = layer_shapes(model)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not model.lm_head]
+    assert s.body_params == sum(m.weight.numel() for m in linears)
+    assert sum(s.linears.values()) == len(linears)
+    assert s.head_params == model.lm_head.weight.numel()
+    assert len(s.windows) == model.config.num_hidden_layers and s.windows[0] is None
+
+
+def test_attention_flops_count_the_causal_triangle_and_the_window():
+    s = Shapes(linears={}, body_params=0, head_params=0, hidden=8, vocab=0, n_heads=2, head_dim=4, windows=[None, 3])
+    per_pair = 4 * 2 * 4
+    # prompt of 5 tokens: full layer 1+2+3+4+5 = 15 pairs, window-3 layer 1+2+3+3+3 = 12
+    assert attention_flops(s, [0] * 5) == per_pair * (15 + 12)
+    # one option of 3 tokens feeds 2 after the prompt: keys 6 and 7 (full), 3 and 3 (window)
+    assert attention_flops(s, [0] * 5, [[1, 2, 3]]) == per_pair * (15 + 12 + 6 + 7 + 3 + 3)
+
+
+def test_shape_ceiling_measures_the_model_shapes():
+    s = Shapes(linears={(64, 128): 2, (128, 64): 1}, body_params=3 * 64 * 128, head_params=512 * 64, hidden=64,
+               vocab=512, n_heads=2, head_dim=32, windows=[None])
+    rates = shape_ceiling(s, "fp32", "cpu", tokens=64, head_rows=16, seconds_per_shape=0.02)
+    assert rates["body"] > 0 and rates["head"] > 0
