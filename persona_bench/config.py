@@ -131,6 +131,12 @@ class ReportConfig:
 
 
 @dataclass
+class ShardConfig:
+    index: int = 0  # which shard this job scores: 0 .. count-1 (sweep it: shard.index=0,1,2,3)
+    count: int = 1  # shards that split one model's questions (every persona of a question in one shard); 1 = all
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     template: Dict[str, TemplateConfig] = field(default_factory=dict)
@@ -139,6 +145,7 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
     experiment_name: str = "default"  # names the study; set by experiment/*.yaml
     sweep_name: str = "default"  # names a sweep: its directory multirun/<sweep_name> and its W&B group
     output_dir: str = "."  # where results go; the Hydra run directory unless overridden
@@ -158,8 +165,12 @@ RUNTIME_KEYS = ("hydra", "output_dir", "cache_dir", "dry_run", "device", "thread
 RUNTIME_MODEL_KEYS = ("batch_tokens",)
 
 
-def job_identity(cfg: Any) -> dict:
-    """The part of a config (a typed Config, a DictConfig or a plain dict) that decides a job's results."""
+def job_identity(cfg: Any, shard: bool = True) -> dict:
+    """The part of a config (a typed Config, a DictConfig or a plain dict) that decides a job's results.
+
+    The shard block is part of it only for a sharded job (shard.count > 1), so an unsharded job keeps
+    the identity it had before sharding existed; shard=False leaves it out in any case: the identity
+    of the whole job the shard belongs to."""
     from dataclasses import asdict
 
     from omegaconf import DictConfig, OmegaConf
@@ -171,24 +182,37 @@ def job_identity(cfg: Any) -> dict:
         cfg = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
     ident = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
     ident["model"] = {k: v for k, v in ident.get("model", {}).items() if k not in RUNTIME_MODEL_KEYS}
+    split = ident.pop("shard", None) or {}
+    if shard and split.get("count", 1) != 1:
+        ident["shard"] = split
     return ident
 
 
-def config_id(cfg: Any) -> str:
-    """8 hex digits naming a job by its identity: the same config gives the same run directory."""
-    text = json.dumps(job_identity(cfg), sort_keys=True, default=str)
+def config_id(cfg: Any, shard: bool = True) -> str:
+    """8 hex digits naming a job by its identity: the same config gives the same run directory.
+    shard=False: the id of the whole job a shard belongs to (the same for all its shards)."""
+    text = json.dumps(job_identity(cfg, shard), sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
+def shard_suffix(index: int, count: int) -> str:
+    """'-shard<index>of<count>' naming a shard's run directory after its job's; '' when unsharded."""
+    return "" if count == 1 else f"-shard{index}of{count}"
+
+
 def register() -> None:
-    """Register the schema as `schema` in Hydra's ConfigStore, and the `${config_id:}` resolver that
-    conf/hydra/default.yaml uses to name run directories after the job's identity."""
+    """Register the schema as `schema` in Hydra's ConfigStore, and the resolvers that conf/hydra/default.yaml
+    uses to name run directories after the job's identity: `${config_id:}` (the whole job's id, shared by
+    its shards) and `${shard_suffix:}` ('-shard<i>of<n>', or '' when unsharded)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="schema", node=Config)
     if not OmegaConf.has_resolver("config_id"):
-        OmegaConf.register_new_resolver("config_id", lambda *, _root_: config_id(_root_))
+        OmegaConf.register_new_resolver("config_id", lambda *, _root_: config_id(_root_, shard=False))
+    if not OmegaConf.has_resolver("shard_suffix"):
+        OmegaConf.register_new_resolver("shard_suffix",
+                                        lambda *, _root_: shard_suffix(_root_.shard.index, _root_.shard.count))
 
 
 class UserError(Exception):
@@ -266,6 +290,17 @@ def _check_template(name: str, text: str) -> None:
         raise ConfigError(f"template.{name}.text={text!r} has no {{role}} placeholder; e.g. 'You are {{a}} {{role}}.'")
 
 
+def _check_shard(index: Any, count: Any) -> None:
+    def whole(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if not whole(count) or count < 1:
+        raise ConfigError(f"shard.count={count!r} must be a whole number of shards, 1 or more (1 = no sharding)")
+    if not whole(index) or not 0 <= index < count:
+        valid = "0 (one shard: shard.count=1)" if count == 1 else f"0 to {count - 1} (shard.count={count})"
+        raise ConfigError(f"shard.index={index!r} is out of range; valid: {valid}")
+
+
 def _check_directory(where: str, path: str, alternative: str) -> None:
     """`path` is a directory, or can be made one: no part of it is a file."""
     from pathlib import Path
@@ -333,6 +368,7 @@ def validate(cfg: Config) -> None:
         _positive(f"tracking.{key}", getattr(tracking, key), "a positive number of seconds")
     _positive("threads", cfg.threads, "a positive number of CPU threads, or null for torch's default")
     _positive("report.n_boot", cfg.report.n_boot, "a positive number of bootstrap resamples (2000 is usual)")
+    _check_shard(cfg.shard.index, cfg.shard.count)
     if cfg.cache_dir:
         _check_directory("cache_dir", cfg.cache_dir, "or null for $PERSONA_BENCH_CACHE or ~/.cache/persona_bench")
     from .models import preflight  # torch: imported here, so that the config stays light to import

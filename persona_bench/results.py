@@ -5,7 +5,9 @@ beside `predictions.parquet`. `load_runs` accepts single runs, a multirun direct
 complete job below it) or several of either. Jobs of one model that share a scoring set-up are
 one model's results however they were split (shards, several question sets, reruns): their
 rows are concatenated and each (question, template, role) is kept once. Jobs of the same model
-with different scoring set-ups stay apart, labelled `<model>-<config id>`.
+with different scoring set-ups stay apart, labelled `<model>-<config id>`. When the jobs of a model
+are shards (shard.count > 1) and some shard of a job is not among the complete runs, a warning
+names the missing shard indices (Results.warnings); the report goes on with the shards it has.
 
 Only what the analysis needs is loaded; the prompt text is kept for control rows only (the
 question as the model saw it, for prompt-question similarity), which keeps a 1.2M-row paper
@@ -57,7 +59,7 @@ class Run:
     def stamp(self) -> dict:
         s = self.summary
         keep = ("model", "config_id", "experiment", "role_set", "templates", "dataset", "placement", "scoring",
-                "n_prompts", "n_questions", "n_roles", "throughput", "packages")
+                "shard", "n_prompts", "n_questions", "n_roles", "throughput", "packages")
         return {"path": str(self.path), **{k: s.get(k) for k in keep}}
 
 
@@ -69,6 +71,7 @@ class Results:
     roles: pd.DataFrame
     templates: dict[str, str]
     perplexity: dict[str, pd.DataFrame] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. shards missing from a model's results
 
     @property
     def models(self) -> list[str]:
@@ -116,6 +119,25 @@ def _role_facts(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(list(facts.values()))
 
 
+def missing_shards(label: str, runs: list[Run]) -> list[str]:
+    """A warning for each sharded job among `runs` (one model's) whose shards are not all complete:
+    the shards are grouped by the whole job's id and their count, and the absent indices named."""
+    jobs: dict[tuple, dict[int, Run]] = {}
+    for run in runs:
+        sh = run.summary.get("shard") or {}
+        if sh.get("count", 1) > 1:
+            jobs.setdefault((sh.get("whole_config_id"), sh["count"]), {})[sh["index"]] = run
+    out = []
+    for (whole, count), have in jobs.items():
+        missing = sorted(set(range(count)) - set(have))
+        if missing:
+            n = sum(r.summary["shard"]["n_questions"] for r in have.values())
+            total = next(iter(have.values())).summary["shard"].get("n_questions_total") or 0
+            out.append(f"{label}: shard(s) {', '.join(map(str, missing))} of {count} of job {whole} are missing or "
+                       f"unfinished; the results hold {len(have)} of its {count} shards ({n:,} of {total:,} questions)")
+    return out
+
+
 def load_runs(paths: list) -> Results:
     """Read every complete run below `paths` into one predictions table per model (see the module doc)."""
     dirs = find_runs(paths)
@@ -130,6 +152,7 @@ def load_runs(paths: list) -> Results:
         groups.setdefault(run.setup, []).append(run)
     names = [g[0] for g in groups]
     predictions, by_model, perplexity = {}, {}, {}
+    warnings: list[str] = []
     templates: dict[str, str] = {}
     for setup, members in groups.items():
         label = setup[0] if names.count(setup[0]) == 1 else f"{setup[0]}-{members[0].summary.get('config_id')}"
@@ -145,10 +168,13 @@ def load_runs(paths: list) -> Results:
         df["model"] = label
         predictions[label] = df
         by_model[label] = members
+        for w in missing_shards(label, members):
+            log.warning("%s", w)
+            warnings.append(w)
         ppl = [pd.read_parquet(r.path / "perplexity.parquet") for r in members if (r.path / "perplexity.parquet").is_file()]
         if ppl:
             perplexity[label] = pd.concat(ppl, ignore_index=True).drop_duplicates(["template", "role"])
         for r in members:
             templates.update(r.summary.get("templates") or {})
-    return Results(predictions, by_model, _role_facts(runs), templates, perplexity)
+    return Results(predictions, by_model, _role_facts(runs), templates, perplexity, warnings)
 

@@ -30,7 +30,8 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .config import Config, ConfigError, config_id, resolved_scoring, validate
+from . import shard
+from .config import Config, ConfigError, config_id, resolved_scoring, shard_suffix, validate
 from .data import Question, data_hash, default_cache_dir, load_questions
 from .models import check_available, load_model, resolve_device
 from .plan import make_plan
@@ -232,12 +233,15 @@ def rows(items: list[Item], results: list[Result], cfg: Config, placement: str, 
 
 
 def prepare(cfg: Config):
-    """Everything that can fail without weights: values, roles, templates, questions, the grid."""
+    """Everything that can fail without weights: values, roles, templates, questions (this shard's), the grid."""
     validate(cfg)
     roles = build_roles(cfg.role_set)
     templates = build_templates(cfg.template)
     grid = personas(roles, templates)
-    questions = load_questions(cfg.dataset, cfg.cache_dir)
+    questions = shard.select(load_questions(cfg.dataset, cfg.cache_dir), cfg.shard.index, cfg.shard.count)
+    if cfg.shard.count > 1:
+        log.info("shard %d of %d: %d of the %d questions, with all their personas", cfg.shard.index,
+                 cfg.shard.count, len(questions), questions.n_total)
     if not cfg.dry_run:
         check_available(cfg.model)  # a hub model neither cached nor reachable fails here, before any output
     return roles, templates, grid, questions
@@ -308,7 +312,8 @@ def _run_job(cfg: Config, store: JobStore, roles, templates, grid, questions, me
     finished = False
     try:
         store.status("running", n_prompts=saved["of"])
-        tracker.start(redact(asdict(cfg)), out, run_name=f"{cfg.model.name}-{config_id(cfg)}",
+        run_name = f"{cfg.model.name}-{config_id(cfg, shard=False)}{shard_suffix(cfg.shard.index, cfg.shard.count)}"
+        tracker.start(redact(asdict(cfg)), out, run_name=run_name,
                       group=cfg.tracking.group or cfg.sweep_name,
                       tags=[cfg.model.name, cfg.experiment_name, *[t.name for t in templates], *cfg.tracking.tags],
                       job_type=cfg.tracking.job_type)
@@ -350,6 +355,9 @@ def _run_job(cfg: Config, store: JobStore, roles, templates, grid, questions, me
             "placement": placement,
             "control_system": cfg.model.control_system,
             "scoring": {"method": method, "format": fmt, "cloze_score": cfg.scoring.cloze_score},
+            "shard": {"index": cfg.shard.index, "count": cfg.shard.count, "n_questions": len(questions),
+                      "n_questions_total": getattr(questions, "n_total", len(questions)),
+                      "whole_config_id": config_id(cfg, shard=False)},
             **accuracy_summary(df, cfg.scoring.collapse_warning),
             "throughput": timing,
             "packages": package_versions(),
