@@ -33,11 +33,11 @@ from . import __version__
 from . import shard
 from .config import Config, ConfigError, config_id, resolved_scoring, shard_suffix, validate
 from .data import Question, data_hash, default_cache_dir, load_questions
-from .models import check_available, load_model, resolve_device
+from .models import auto_batch_tokens, check_available, load_model, resolve_device
 from .plan import make_plan
 from .prompts import continuation, question_body, render, resolve_placement
 from .roles import Role, Template, build_roles, build_templates, personas
-from .scoring import LabelResolver, Request, Result, score_batch, suffix_ids
+from .scoring import LabelResolver, Request, Result, score_batch, suffix_ids_many
 from .store import JobStore
 from .summary import accuracy_summary
 from .tracking import make_tracker, redact
@@ -102,13 +102,60 @@ def build_items(questions, grid, tokenizer, cfg: Config, placement: str, method:
             choices = [continuation(text, lab) for lab in body.labels] if arch != "seq2seq" else list(body.labels)
         else:
             choices = [continuation(text, o) for o in body.options]
-            if arch == "seq2seq":
-                opt_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
-            else:
-                opt_ids = [suffix_ids(tokenizer, text, prompt_ids, c, add_special) for c in choices]
-            req = Request(prompt_ids, option_ids=opt_ids)
+            req = Request(prompt_ids)
         items.append(Item(q, template, role, text, req, choices))
+    if method == "cloze":
+        # The prompt from the question's body on: the same for every persona of a question.
+        ends = [text[text.rfind(body.text):] if body.text in text else text for text, (_, _, _, body) in zip(texts, meta)]
+        option_tokens(items, specials, ends, tokenizer, arch)
     return items
+
+
+def option_tokens(items: list[Item], specials: list[bool], ends: list[str], tokenizer, arch: str) -> None:
+    """Each cloze item's option tokens, tokenized once per question rather than once per prompt: the
+    personas of a question share the prompt's end (`ends`: the question's body and what follows it),
+    and an option's tokens depend only on the text just before it. Each question's tokens are checked
+    on a second prompt that ends the same way, and so is every 16th prompt; a mismatch anywhere
+    tokenizes every prompt's options in full instead. (The sharing assumes what every subword
+    tokenizer we know does: the text before a line break cannot change how the tokens after it
+    split; the checks are there for a tokenizer that breaks it.)"""
+    if arch == "seq2seq":  # the decoder's tokens do not depend on the prompt
+        cache = {}
+        for it in items:
+            for c in it.choices:
+                if c not in cache:
+                    cache[c] = tokenizer(c, add_special_tokens=False)["input_ids"]
+            it.request.option_ids = [cache[c] for c in it.choices]
+        return
+
+    def tokenize(idx: list[int]) -> list[list[list[int]]]:
+        pairs = [(i, c) for i in idx for c in items[i].choices]
+        flat = suffix_ids_many(tokenizer, [items[i].prompt for i, _ in pairs], [items[i].request.prompt_ids for i, _ in pairs],
+                               [c for _, c in pairs], [specials[i] for i, _ in pairs])
+        out, k = [], 0
+        for i in idx:
+            out.append(flat[k : k + len(items[i].choices)])
+            k += len(items[i].choices)
+        return out
+
+    key = [(end, tuple(it.choices), special) for it, end, special in zip(items, ends, specials)]
+    first: dict = {}
+    second: dict = {}
+    for i, k in enumerate(key):
+        if k not in first:
+            first[k] = i
+        elif k not in second:
+            second[k] = i
+    shared = dict(zip(first, tokenize(list(first.values()))))
+    check = sorted(set(second.values()) | set(range(0, len(items), 16)) - set(first.values()))
+    if any(shared[key[i]] != got for i, got in zip(check, tokenize(check))):
+        log.warning("option tokens depend on the persona before the question for this tokenizer; tokenizing "
+                    "every prompt's options in full")
+        for i, o in zip(range(len(items)), tokenize(list(range(len(items))))):
+            items[i].request.option_ids = o
+        return
+    for it, k in zip(items, key):
+        it.request.option_ids = [list(o) for o in shared[k]]
 
 
 def _cost(r: Request) -> int:
@@ -146,7 +193,9 @@ def score_items(model, items: list[Item], cfg: Config, method: str, pad_id: int,
     for this batch and the rest of the job; no prompt is lost."""
     from tqdm import tqdm
 
-    budget = cfg.model.batch_tokens
+    budget = cfg.model.batch_tokens or auto_batch_tokens(model, model.device, method)
+    if not cfg.model.batch_tokens:
+        log.info("batch budget %d tokens (model.batch_tokens=0: chosen from free memory on %s)", budget, model.device)
     queue = deque(b for b in ([i for i in batch if i not in done] for batch in make_batches(items, budget)) if b)
     results: dict[int, Result] = dict(done)
     n_tokens = n_scored = n_batches = 0

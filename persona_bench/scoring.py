@@ -62,7 +62,24 @@ def suffix_ids(tokenizer, prompt: str, prompt_ids: list[int], suffix: str, add_s
 
     Falls back to encoding the suffix alone when the joint encoding changes the
     prompt's own tokens (a merge across the boundary)."""
-    whole = encode(tokenizer, prompt + suffix, add_special)
+    return _split_suffix(tokenizer, prompt_ids, encode(tokenizer, prompt + suffix, add_special), suffix, add_special)
+
+
+def suffix_ids_many(tokenizer, prompts: list[str], prompt_ids: list[list[int]], suffixes: list[str],
+                    add_special: list[bool]) -> list[list[int]]:
+    """`suffix_ids` of many (prompt, suffix) pairs, with one batched tokenizer call per special-token
+    mode instead of one call per pair (the calls took 84% of building a cloze grid)."""
+    out: list = [None] * len(prompts)
+    for mode in (True, False):
+        idx = [i for i, s in enumerate(add_special) if s is mode]
+        if idx:
+            wholes = tokenizer([prompts[i] + suffixes[i] for i in idx], add_special_tokens=mode)["input_ids"]
+            for i, whole in zip(idx, wholes):
+                out[i] = _split_suffix(tokenizer, prompt_ids[i], whole, suffixes[i], mode)
+    return out
+
+
+def _split_suffix(tokenizer, prompt_ids: list[int], whole: list[int], suffix: str, add_special: bool) -> list[int]:
     n = len(prompt_ids)
     if tokenizer.eos_token_id is not None and add_special and prompt_ids and prompt_ids[-1] == tokenizer.eos_token_id:
         n -= 1  # tokenizers that append EOS (T5): compare without it

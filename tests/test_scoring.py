@@ -139,3 +139,43 @@ def test_embedded_model_cloze_equals_naive_reference():
         ref = naive(model, "llama", "cloze", r)
         assert g.logprob_sum == pytest.approx(ref, abs=2e-3, rel=1e-4)
         assert g.pred == max(range(len(ref)), key=lambda i: ref[i])
+
+
+class _PrefixSensitiveTokenizer:
+    """Characters as tokens, shifted by 1000 when the text starts with 'X': an option's tokens then
+    depend on the persona at the start of the prompt, which the shared option tokens must notice."""
+    eos_token_id = None
+
+    def _ids(self, text):
+        shift = 1000 if text.startswith("X") else 0
+        return [ord(c) + shift for c in text]
+
+    def __call__(self, text, add_special_tokens=True):
+        if isinstance(text, list):
+            return {"input_ids": [self._ids(t) for t in text]}
+        return {"input_ids": self._ids(text)}
+
+
+def _items(prompts, choices):
+    from persona_bench.runner import Item
+
+    tok = _PrefixSensitiveTokenizer()
+    return [Item(None, None, None, p, Request(tok(p)["input_ids"]), list(choices)) for p in prompts]
+
+
+def test_option_tokens_are_shared_per_question_and_checked():
+    from persona_bench.runner import option_tokens
+
+    tok = _PrefixSensitiveTokenizer()
+    body = "Q: 2+2?\nAnswer:"
+    prompts = [f"You are a {r}.\n{body}" for r in ("doctor", "friend", "janitor")]
+    items = _items(prompts, [" four", " five"])
+    option_tokens(items, [True] * 3, [body] * 3, tok, "causal")
+    for it in items:
+        assert it.request.option_ids == [suffix_ids(tok, it.prompt, it.request.prompt_ids, c, True) for c in it.choices]
+    # A persona that changes how the options split: the check finds it and every prompt is tokenized in full.
+    prompts.insert(1, f"Xenial you are.\n{body}")
+    items = _items(prompts, [" four", " five"])
+    option_tokens(items, [True] * 4, [body] * 4, tok, "causal")
+    for it in items:
+        assert it.request.option_ids == [suffix_ids(tok, it.prompt, it.request.prompt_ids, c, True) for c in it.choices]
