@@ -44,7 +44,7 @@ class ModelConfig:
     arch: str = "causal"  # causal (decoder-only) | seq2seq (encoder-decoder, e.g. FLAN-T5)
     dtype: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 | fp32
     quantization: str = "none"  # none | 8bit | 4bit (bitsandbytes: CUDA, or its CPU backend; not for GGUF)
-    batch_tokens: int = 4096  # padded tokens per forward pass; lower it on out-of-memory
+    batch_tokens: int = 4096  # padded tokens per forward pass; 0 = auto (from free GPU memory; 4096 on the CPU)
     trust_remote_code: bool = False  # never true by default: runs code from the hub
     placement: str = "auto"  # persona placement: auto | system | user | plain (see prompts.py)
     control_system: str = "none"  # control prompt: none (no system turn; the template may add its default) | empty ("" system turn)
@@ -327,7 +327,9 @@ def validate(cfg: Config) -> None:
     _choice("model.placement", m.placement, PLACEMENTS)
     _choice("model.control_system", m.control_system, CONTROL_SYSTEM)
     _choice("model.scoring", m.scoring, SCORING_METHODS[1:])
-    _positive("model.batch_tokens", m.batch_tokens, "a positive number of tokens")
+    if m.batch_tokens < 0:
+        raise ConfigError(f"model.batch_tokens={m.batch_tokens} must be a positive number of tokens, or 0 (auto: "
+                          "chosen from free GPU memory)")
     if m.trust_remote_code:
         import warnings
 

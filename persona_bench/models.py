@@ -312,3 +312,38 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
     log.info("loaded %s: %s params (%s non-embedding), %s, %s on %s in %.1f s", cfg.name, f"{total:,}",
              f"{non_emb:,}", dtype, cfg.quantization, dev, info["load_seconds"])
     return model, tokenizer, info
+
+
+# --------------------------------------------------------------------------- batch budget
+CPU_BATCH_TOKENS = 4096  # on the CPU larger batches gain nothing and cost memory
+
+
+def activation_bytes_per_token(model, method: str) -> int:
+    """Memory one padded token of a batch needs beyond the weights, generously: one layer's transient
+    activations (residual, normed input, attention projections, the MLP's three widths), plus, for
+    cloze scoring, the prompt's key/value cache over every layer and the copies its option rows take."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", 0)
+    inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "ffn_dim", None) or getattr(cfg, "d_ff", None) or 4 * hidden
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", 1)
+    head_dim = getattr(cfg, "head_dim", None) or getattr(cfg, "d_kv", None) or hidden // max(heads, 1)
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", 1)
+    elem = 4 if model.dtype == torch.float32 else 2
+    transient = (4 * hidden + 3 * inter + 2 * heads * head_dim) * elem
+    kv = 2 * layers * kv_heads * head_dim * elem if method == "cloze" else 0
+    return transient + 5 * kv
+
+
+def auto_batch_tokens(model, device: torch.device, method: str, fraction: float = 0.5) -> int:
+    """The batch budget for model.batch_tokens=0: on a GPU, the padded tokens whose activations fit in
+    `fraction` of the memory free once the weights are loaded (1,024 to 262,144, in steps of 256); on
+    the CPU 4,096. An estimate: out-of-memory still halves the budget and goes on."""
+    if device.type != "cuda":
+        return CPU_BATCH_TOKENS
+    free, _ = torch.cuda.mem_get_info(device)
+    return tokens_for_memory(free * fraction, activation_bytes_per_token(model, method))
+
+
+def tokens_for_memory(budget_bytes: float, per_token: int) -> int:
+    return int(min(max(budget_bytes / max(per_token, 1), 1024), 262144)) // 256 * 256

@@ -79,7 +79,7 @@ CASES = [
          "model.batch_token is not a config key (did you mean batch_tokens?); keys of model:", SUB),
     case("key-added-top", "+batch_tokens=5", 2, "batch_tokens is not a config key; top-level keys: model, template"),
     # -- values the types allow but nothing can run -----------------------------------------------------------
-    case("batch-zero", "model.batch_tokens=0", 2, "model.batch_tokens=0 must be a positive number of tokens"),
+    case("batch-negative", "model.batch_tokens=-1", 2, "model.batch_tokens=-1 must be a positive number of tokens"),
     case("dtype", "model.dtype=fp8", 2, "model.dtype='fp8' is not valid; valid values: auto, bf16, fp16, fp32"),
     case("quantization-value", "model.quantization=3bit", 2,
          "model.quantization='3bit' is not valid; valid values: none, 8bit, 4bit"),

@@ -71,7 +71,7 @@ def test_unknown_group_option_names_the_choices():
 
 
 @pytest.mark.parametrize("override,fragment", [
-    ("model.batch_tokens=0", "batch_tokens=0"),
+    ("model.batch_tokens=-1", "batch_tokens=-1"),
     ("model.dtype=fp8", "model.dtype='fp8'"),
     ("model.quantization=3bit", "3bit"),
     ("scoring.method=generate", "generate"),

@@ -92,3 +92,16 @@ def test_shape_ceiling_measures_the_model_shapes():
                vocab=512, n_heads=2, head_dim=32, windows=[None])
     rates = shape_ceiling(s, "fp32", "cpu", tokens=64, head_rows=16, seconds_per_shape=0.02)
     assert rates["body"] > 0 and rates["head"] > 0
+
+
+def test_auto_batch_budget_follows_free_memory(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from persona_bench.models import CPU_BATCH_TOKENS, activation_bytes_per_token, auto_batch_tokens, tokens_for_memory
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"))
+    assert auto_batch_tokens(model, torch.device("cpu"), "letter") == CPU_BATCH_TOKENS
+    letter, cloze = activation_bytes_per_token(model, "letter"), activation_bytes_per_token(model, "cloze")
+    assert 0 < letter < cloze  # cloze keeps the prompt's key/value cache for its option rows
+    assert tokens_for_memory(2**30, 100_000) == 10_496  # 1 GiB / 100 kB = 10,737 tokens, down to a step of 256
+    assert tokens_for_memory(10, 100_000) == 1024 and tokens_for_memory(2**40, 1) == 262144

@@ -75,9 +75,9 @@ def run_py(*args, timeout=900):
 
 
 def test_bad_value_exits_nonzero_with_one_message(tmp_path):
-    p = run_py("model.batch_tokens=0", f"hydra.run.dir={tmp_path}/r")
+    p = run_py("model.batch_tokens=-1", f"hydra.run.dir={tmp_path}/r")
     assert p.returncode == 2
-    assert "model.batch_tokens=0 must be a positive number of tokens" in p.stderr + p.stdout
+    assert "model.batch_tokens=-1 must be a positive number of tokens" in p.stderr + p.stdout
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "r" / "predictions.parquet").exists()
 
