@@ -198,6 +198,7 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
              f"{len(result['per_model'])} model(s) by <code>{e(meta['command'])}</code>. "
              f"Intervals are 95% paired bootstrap intervals over questions ({meta['options']['n_boot']} resamples); "
              "differences are in accuracy (0.01 = 1 point).</p>",
+             *(f"<p class='note'><b>Warning:</b> {e(w)}</p>" for w in meta.get("warnings", [])),
              "<nav>" + "".join(f"<a href='#{e(m)}'>{e(m)}</a>" for m in result["per_model"]) +
              "<a href='#cross'>models side by side</a><a href='#methods'>methods</a><a href='#runs'>runs</a></nav>",
              "<h2 id='headline'>Headline</h2>", _table(result["cross_model"]["side_by_side"])]
@@ -305,7 +306,8 @@ def write_report(paths: list, out: Path, opts: Options = Options(), command: str
     out = Path(out)
     figs = make_figures(result, out / "figures")
     meta = {"created": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": command or "persona_bench.report.write_report",
-            "options": vars(opts), "runs": [r.stamp() for runs in results.runs.values() for r in runs]}
+            "options": vars(opts), "runs": [r.stamp() for runs in results.runs.values() for r in runs],
+            "warnings": list(results.warnings)}
     doc = {"meta": meta, "models": results.models, **result,
            "figures": {k: str(p.relative_to(out)) for k, p in figs.items()}, "methods": METHODS}
     from .store import write_atomic

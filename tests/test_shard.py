@@ -190,6 +190,13 @@ def test_the_report_reads_the_shards_as_one_run_and_names_missing_ones(sharded, 
                              f"results hold 2 of its 3 shards ({n} of 10 questions)"]
     assert part.warnings[0] in caplog.text
     assert part.predictions["tiny_llama"].question_id.nunique() == n
+    # ... and the report itself says so, in report.json and at the top of report.html
+    from persona_bench.report import Options, write_report
+
+    write_report([tmp_path], tmp_path / "report", Options(n_boot=50, seed=0, similarity=False))
+    doc = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert doc["meta"]["warnings"] == part.warnings
+    assert "missing or unfinished" in (tmp_path / "report" / "report.html").read_text()
 
 
 # -- a real sweep over shards -------------------------------------------------------------------------------
