@@ -2,14 +2,12 @@
 
 No SLURM cluster and no GPU here: the SLURM preset is checked by composing it and by the sbatch
 script the real launcher writes (a fake `sbatch` on PATH keeps the script and refuses the job);
-GPU claiming runs among fake GPU names in separate processes; the parallel preset runs a real
-sweep of two tiny jobs."""
+GPU claiming runs among fake GPU names in separate processes; the parallel preset's real sweep of
+two tiny jobs is in tests/test_report.py."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -17,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -204,27 +201,5 @@ def test_run_gives_the_job_its_claimed_gpu(tiny_model_dir, tmp_path, monkeypatch
     assert seen == ["cuda:1"]
 
 
-# -- a real sweep with the parallel launcher ------------------------------------------------------
-@pytest.mark.slow
-def test_parallel_sweep_runs_two_jobs_in_two_processes(tiny_model_dir, tmp_path):
-    conf = tmp_path / "conf" / "model"
-    conf.mkdir(parents=True)
-    for arch in ("llama", "opt"):
-        (conf / f"tiny_{arch}.yaml").write_text(yaml.safe_dump({
-            "name": f"tiny_{arch}", "source": "local", "path": str(tiny_model_dir(arch)), "arch": "causal",
-            "dtype": "fp32", "scoring": "letter", "params_b": 0.0001}))
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY", "PERSONA_BENCH_N_JOBS")}
-    sweep = tmp_path / "s"
-    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
-                        "model=tiny_llama,tiny_opt", "debug=tiny", "tracking=none", "report.enabled=false",
-                        "report.perplexity=false", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-                        f"hydra.sweep.dir={sweep}",
-                        "hydra.job_logging.formatters.simple.format='%(asctime)s pid=%(process)d %(message)s'"],
-                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "Joblib.Parallel(n_jobs=2,backend=loky" in p.stdout + p.stderr
-    jobs = sorted(sweep.glob("tiny_*"))
-    assert [j.name.split("-")[0] for j in jobs] == ["tiny_llama", "tiny_opt"]
-    assert all(json.loads((j / "status.json").read_text())["state"] == "complete" for j in jobs)
-    pids = {int(pid) for j in jobs for pid in re.findall(r"pid=(\d+)", (j / "run.log").read_text())}
-    assert len(pids) == 2 and os.getpid() not in pids  # one worker process per job
+# The parallel launcher's real two-job sweep is tests/test_report.py::test_a_sweep_of_two_models_writes_the_cross_run_report
+# (one sweep serves both, to keep CI short).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -171,16 +172,19 @@ def test_bad_run_directories_fail_with_one_clear_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_sweep_of_two_models_writes_the_cross_run_report(tiny_model_dir, tmp_path):
-    """run.py -m over two tiny local models (llama, opt): each job writes its report, and the sweep's
-    callback writes the cross-run report with both models side by side and their rank agreement."""
+    """run.py -m over two tiny local models (llama, opt) with the parallel launcher (two joblib worker
+    processes): each job writes its report, and the sweep's callback writes the cross-run report with
+    both models side by side and their rank agreement."""
     conf = tmp_path / "conf" / "model"
     conf.mkdir(parents=True)
     for arch in ("llama", "opt"):
         (conf / f"tiny_{arch}.yaml").write_text(yaml.safe_dump({
             "name": f"tiny_{arch}", "source": "local", "path": str(tiny_model_dir(arch)), "arch": "causal",
             "dtype": "fp32", "scoring": "cloze", "params_b": 0.0001}))
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY")}
-    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "model=tiny_llama,tiny_opt", "tracking=none",
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY", "PERSONA_BENCH_N_JOBS")}
+    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+                        "hydra.job_logging.formatters.simple.format='%(asctime)s pid=%(process)d %(message)s'",
+                        "model=tiny_llama,tiny_opt", "tracking=none",
                         "dataset.subjects=[clinical_knowledge,high_school_physics,international_law]",
                         "dataset.per_subject=4", "role_set.names=[doctor,lawyer,friend,mother]", "progress=false",
                         f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.sweep.dir={tmp_path / 's'}",
@@ -194,3 +198,7 @@ def test_a_sweep_of_two_models_writes_the_cross_run_report(tiny_model_dir, tmp_p
     assert len(doc["cross_model"]["side_by_side"]) == 2 and len(doc["cross_model"]["rank_agreement"]) == 1
     assert (tmp_path / "s" / "report" / "figures" / "role_model_heatmap.png").is_file()
     assert "cross-run report of 2 jobs" in p.stderr + p.stdout
+    assert "Joblib.Parallel(n_jobs=2,backend=loky" in p.stdout + p.stderr
+    assert all(json.loads((j / "status.json").read_text())["state"] == "complete" for j in jobs)
+    pids = {int(pid) for j in jobs for pid in re.findall(r"pid=(\d+)", (j / "run.log").read_text())}
+    assert len(pids) == 2 and os.getpid() not in pids  # one worker process per job
