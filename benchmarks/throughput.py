@@ -6,7 +6,7 @@
     python benchmarks/throughput.py model=llama2 device=cuda --n-prompts 5000
 
 It builds the run's real prompts (the config's questions x personas, as `run.py`
-would), takes N of them spread over the grid, scores them with the run's scoring
+would), takes about N of them as whole batches of the run, scores them with the run's scoring
 path and reports:
 
   prompts/s, tokens/s      real tokens only (prompt and option tokens, no padding)
@@ -23,7 +23,11 @@ path and reports:
   4096x4096 rate           the square matmul rate beside it, for reference
 
 and one line `fraction_of_matmul_ceiling=<x>` (achieved over ceiling). The line
-`fraction_without_head=<y>` leaves the output layer out of both sides.
+`fraction_model_flops_only=<y>` counts only 2 x non-embedding parameters per token plus
+attention as achieved work, over the same time, against the body's ceiling: for letter
+scoring the two agree (one output row per prompt); for cloze, whose every option token needs
+the full 262,144-way distribution of the embedded model, the output layer is real work the
+first line counts and the second does not.
 """
 
 from __future__ import annotations
@@ -57,17 +61,23 @@ def compose(overrides: list[str]):
     return OmegaConf.to_object(dcfg)
 
 
-def spread(n_total: int, n: int) -> list[int]:
-    """n indices spread evenly over the grid (every persona and question length represented)."""
-    if n >= n_total:
-        return list(range(n_total))
-    step = n_total / n
-    return [int(i * step) for i in range(n)]
+def sample_batches(items: list, budget: int, n: int) -> list:
+    """About n of the run's prompts, as whole batches of the run (cut as run.py cuts the whole grid),
+    spread evenly from its longest batch to its shortest: the same batches, padding and lengths a
+    real run has, in proportion."""
+    from persona_bench.runner import make_batches
+
+    batches = make_batches(items, budget)
+    per = max(1, len(items) // max(1, len(batches)))
+    k = min(len(batches), max(1, round(n / per)))
+    chosen = [batches[round(j * (len(batches) - 1) / max(1, k - 1))] for j in range(k)] if k > 1 else batches[:1]
+    return [items[i] for b in chosen for i in b]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-prompts", type=int, default=200, help="prompts to score (spread over the grid)")
+    ap.add_argument("--n-prompts", type=int, default=200,
+                    help="about this many prompts, as whole batches of the run spread from longest to shortest")
     ap.add_argument("--compare-lm-eval", action="store_true",
                     help="also score the same prompts with lm-evaluation-harness (if installed)")
     ap.add_argument("--lm-eval-batch-size", type=int, default=16)
@@ -77,7 +87,7 @@ def main() -> None:
 
     from persona_bench.config import resolved_scoring
     from persona_bench.data import default_cache_dir
-    from persona_bench.models import load_model
+    from persona_bench.models import auto_batch_tokens, load_model
     from persona_bench.prompts import resolve_placement
     from persona_bench.runner import build_items, prepare, score_items
 
@@ -91,7 +101,8 @@ def main() -> None:
     t = time.perf_counter()
     all_items = build_items(questions, grid, tok, cfg, placement, method, fmt)
     build_s = time.perf_counter() - t
-    items = [all_items[i] for i in spread(len(all_items), args.n_prompts)]
+    budget = cfg.model.batch_tokens or auto_batch_tokens(model, torch.device(info["device"]), method)
+    items = sample_batches(all_items, budget, args.n_prompts)
     pad_id = next(x for x in (tok.pad_token_id, tok.eos_token_id, 0) if x is not None)
     dev = torch.device(info["device"])
 
@@ -113,6 +124,10 @@ def main() -> None:
     lin_flops = 2 * shapes.body_params * body_tokens
     att_flops = sum(attention_flops(shapes, r.prompt_ids, r.option_ids) for r in reqs)
     head_flops = 2 * shapes.head_params * head_rows
+    from persona_bench.runner import make_batches
+
+    widths = [(len(b), max(len(reqs[i].prompt_ids) for i in b)) for b in make_batches(items, budget)]
+    prompt_padding = 1 - sum(len(r.prompt_ids) for r in reqs) / sum(n * w for n, w in widths)
     n_forward = max(1, timing["batches"])
     mean_tokens = max(1, body_tokens // n_forward)
     mean_head_rows = max(1, head_rows // n_forward)
@@ -129,21 +144,24 @@ def main() -> None:
         "forward_batches": timing["batches"], "seconds": round(seconds, 3),
         "prompts_per_s": round(len(items) / seconds, 2), "tokens_per_s": round(body_tokens / seconds, 1),
         "real_tokens": body_tokens, "head_rows": head_rows, "mean_tokens_per_batch": mean_tokens,
+        "prompt_padding_share": round(prompt_padding, 4),
         "tflop": {"linear": lin_flops / 1e12, "attention": att_flops / 1e12, "head": head_flops / 1e12},
         "achieved_tflops": round(achieved, 4),
         "ceiling_tflops": round(ceil["all"], 4), "ceiling_body_tflops": round(ceil["body"], 4),
         "ceiling_head_tflops": round(ceil["head"], 4), "square_4096_tflops": round(square, 4),
         "fraction_of_matmul_ceiling": round(achieved / ceil["all"], 3),
-        "fraction_without_head": round(body_achieved / ceil["body"], 3),
+        "fraction_model_flops_only": round(body_achieved / ceil["body"], 3),
         "build_and_tokenize_s_all": round(build_s, 2), "n_prompts_all": len(all_items),
     }
     print(f"{out['model']} on {out['device']} ({out['dtype']}, {out['threads']} threads), {method}/{fmt}: "
           f"{len(items)} prompts in {seconds:.1f} s = {out['prompts_per_s']} prompts/s, {out['tokens_per_s']:,} "
-          f"real tokens/s ({timing['batches']} batches, ~{mean_tokens} real tokens each)")
+          f"real tokens/s ({timing['batches']} batches, ~{mean_tokens} real tokens each, "
+          f"{prompt_padding:.1%} of prompt positions padding)")
     print(f"achieved {achieved:.4f} TFLOP/s (linear {lin_flops / 1e12:.2f}, attention {att_flops / 1e12:.2f}, "
           f"output layer {head_flops / 1e12:.2f} TFLOP); matmul ceiling on the model's shapes {ceil['all']:.4f} "
           f"TFLOP/s (body {ceil['body']:.4f}, output layer {ceil['head']:.4f}); 4096x4096: {square:.4f} TFLOP/s")
-    print(f"fraction_without_head={out['fraction_without_head']}")
+    print(f"fraction_model_flops_only={out['fraction_model_flops_only']}  (2 x non-embedding params per token plus "
+          "attention over the time of everything, output layer included)")
     print(f"fraction_of_matmul_ceiling={out['fraction_of_matmul_ceiling']}")
     if args.compare_lm_eval:
         out["lm_eval"] = compare_lm_eval(items, results, info, cfg, method, seconds, args.lm_eval_batch_size)

@@ -113,6 +113,20 @@ def test_batches_are_longest_first_within_budget():
         assert len(b) * max(len(items[i].request.prompt_ids) for i in b) <= 100
 
 
+def test_cloze_batches_sort_by_prompt_and_count_option_rows():
+    class It:
+        def __init__(self, n, opts):
+            self.request = Request(list(range(n)), option_ids=[list(range(k)) for k in opts])
+    # prompt lengths 30, 10, 29, 11 with options of different lengths: the long prompts go together
+    items = [It(30, [2, 2]), It(10, [20, 20]), It(29, [1, 1]), It(11, [3, 3])]
+    batches = make_batches(items, budget=100)
+    assert batches == [[0, 2], [3, 1]]
+    for b in batches:  # rows x widest prompt + each row's option rows (options x longest option)
+        width = max(len(items[i].request.prompt_ids) for i in b)
+        opts = sum(len(items[i].request.option_ids) * max(map(len, items[i].request.option_ids)) for i in b)
+        assert len(b) * width + opts <= 100
+
+
 def test_option_groups_keep_padding_small():
     groups = option_groups([10, 1, 9, 0, 4, 5, 2], budget=100)
     assert groups == [[0, 2], [5, 4], [6], [1]]
