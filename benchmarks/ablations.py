@@ -6,7 +6,9 @@
 Variants (each against `full`, the path `run.py` uses, measured in the same process):
 
   unfused_norms     transformers' own RMS-norm modules (persona_bench/fastpath.py undone)
-  unsorted_batches  batches cut in grid order under the same token budget (more padding)
+  unsorted_batches  batches cut in grid order under the same token budget (more padding; on a
+                    sample of the run's batches this understates it: the padding shares of the
+                    whole grid's batches are printed first)
   head_one_matmul   the output layer as one matmul over the whole vocabulary (no blocks)
   full_logits       letter only: the output layer at every position (what a plain forward does)
   per_prompt_tokenization  cloze only: every prompt's options tokenized after it (build time)
@@ -125,6 +127,8 @@ def main() -> None:
                      "prompts_per_s": round(len(all_items) / per_prompt_s, 1),
                      "slowdown": round(per_prompt_s / shared_s, 2), "same_predictions": same,
                      "note": f"building and tokenizing all {len(all_items)} prompts ({shared_s:.2f} s shared)"})
+    padding = padding_shares(all_items, cfg.model.batch_tokens or 4096)
+    print("prompt positions that are padding, whole grid (" + ", ".join(f"{k}: {v:.1%}" for k, v in padding.items()) + ")")
     print(f"{info['model']} {info['dtype']} on {info['device']}, {method}/{fmt}, {len(items)} prompts, "
           f"batch_tokens={cfg.model.batch_tokens}, {torch.get_num_threads()} threads")
     print(f"{'variant':<26}{'seconds':>9}{'prompts/s':>11}{'x full':>8}  same predictions")
@@ -132,7 +136,31 @@ def main() -> None:
         print(f"{r['variant']:<26}{r['seconds']:>9}{r['prompts_per_s']:>11}{r['slowdown']:>8}  {r['same_predictions']}"
               + (f"  ({r['note']})" if "note" in r else ""))
     if args.json:
-        args.json.write_text(json.dumps({"info": info, "method": method, "rows": rows}, indent=2, default=str))
+        args.json.write_text(json.dumps({"info": info, "method": method, "rows": rows, "padding": padding}, indent=2,
+                                        default=str))
+
+
+def padding_shares(items, budget: int) -> dict:
+    """Share of the prompt pass's positions that are padding over the whole grid, for the run's
+    batches (sorted by prompt length), batches sorted by prompt plus option cost, and grid order."""
+    from persona_bench.runner import _cost, make_batches
+
+    def share(batches):
+        real = sum(len(items[i].request.prompt_ids) for b in batches for i in b)
+        return 1 - real / sum(len(b) * max(len(items[i].request.prompt_ids) for i in b) for b in batches)
+
+    def cut(order):
+        out, i = [], 0
+        while i < len(order):
+            rows = max(1, budget // max(1, _cost(items[order[i]].request)))
+            out.append(order[i : i + rows])
+            i += rows
+        return out
+
+    by_cost = sorted(range(len(items)), key=lambda i: (-_cost(items[i].request), i))
+    return {"sorted by prompt length (run.py)": share(make_batches(items, budget)),
+            "sorted by prompt + option cost": share(cut(by_cost)),
+            "grid order": share(cut(list(range(len(items)))))}
 
 
 def _with(ctx, fn):
