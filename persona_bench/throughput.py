@@ -22,15 +22,7 @@ def matmul_tflops(dtype: str = "bf16", device: str = "cpu", n: int = 2048, secon
     a = torch.randn(n, n, device=dev).to(dt)
     b = torch.randn(n, n, device=dev).to(dt)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    torch.matmul(a, b)  # warm-up
-    sync()
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or best == float("inf"):
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        sync()
-        best = min(best, time.perf_counter() - t)
+    best = _best_seconds(lambda: torch.matmul(a, b), sync, seconds)
     return 2 * n**3 / best / 1e12
 
 
