@@ -61,13 +61,13 @@ def compose(overrides: list[str]):
     return OmegaConf.to_object(dcfg)
 
 
-def sample_batches(items: list, budget: int, n: int) -> list:
+def sample_batches(items: list, budget: int, n: int, packed: bool = False) -> list:
     """About n of the run's prompts, as whole batches of the run (cut as run.py cuts the whole grid),
     spread evenly from its longest batch to its shortest: the same batches, padding and lengths a
     real run has, in proportion."""
     from persona_bench.runner import make_batches
 
-    batches = make_batches(items, budget)
+    batches = make_batches(items, budget, packed=packed)
     per = max(1, len(items) // max(1, len(batches)))
     k = min(len(batches), max(1, round(n / per)))
     chosen = [batches[round(j * (len(batches) - 1) / max(1, k - 1))] for j in range(k)] if k > 1 else batches[:1]
@@ -89,7 +89,7 @@ def main() -> None:
     from persona_bench.data import default_cache_dir
     from persona_bench.models import auto_batch_tokens, load_model
     from persona_bench.prompts import resolve_placement
-    from persona_bench.runner import build_items, prepare, score_items
+    from persona_bench.runner import build_items, packs, prepare, score_items
 
     cfg = compose(args.overrides)
     if cfg.threads:
@@ -102,7 +102,8 @@ def main() -> None:
     all_items = build_items(questions, grid, tok, cfg, placement, method, fmt)
     build_s = time.perf_counter() - t
     budget = cfg.model.batch_tokens or auto_batch_tokens(model, torch.device(info["device"]), method)
-    items = sample_batches(all_items, budget, args.n_prompts)
+    packed = packs(cfg, method)
+    items = sample_batches(all_items, budget, args.n_prompts, packed)
     pad_id = next(x for x in (tok.pad_token_id, tok.eos_token_id, 0) if x is not None)
     dev = torch.device(info["device"])
 
@@ -125,9 +126,12 @@ def main() -> None:
     att_flops = sum(attention_flops(shapes, r.prompt_ids, r.option_ids) for r in reqs)
     head_flops = 2 * shapes.head_params * head_rows
     from persona_bench.runner import make_batches
+    from persona_bench.scoring import packed_length
 
-    widths = [(len(b), max(len(reqs[i].prompt_ids) for i in b)) for b in make_batches(items, budget)]
-    prompt_padding = 1 - sum(len(r.prompt_ids) for r in reqs) / sum(n * w for n, w in widths)
+    # Padding: of the packed rows' positions (causal cloze), else of the prompt pass's.
+    length = packed_length if packed else (lambda r: len(r.prompt_ids))
+    widths = [(len(b), max(length(reqs[i]) for i in b)) for b in make_batches(items, budget, packed=packed)]
+    prompt_padding = 1 - sum(length(r) for r in reqs) / sum(n * w for n, w in widths)
     n_forward = max(1, timing["batches"])
     mean_tokens = max(1, body_tokens // n_forward)
     mean_head_rows = max(1, head_rows // n_forward)

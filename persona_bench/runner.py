@@ -38,7 +38,7 @@ from .models import auto_batch_tokens, check_available, load_model, load_vllm_mo
 from .plan import make_plan
 from .prompts import continuation, paper_cue, question_body, render, resolve_placement
 from .roles import Role, Template, build_roles, build_templates, personas
-from .scoring import LabelResolver, Request, Result, TokenizationError, score_batch, suffix_ids_many
+from .scoring import LabelResolver, Request, Result, TokenizationError, packed_length, score_batch, suffix_ids_many
 from .store import JobStore
 from .summary import accuracy_summary
 from .tracking import make_tracker, redact
@@ -185,30 +185,42 @@ def _option_cost(r: Request) -> int:
     return len(r.option_ids) * max((len(o) for o in r.option_ids), default=0)
 
 
-def make_batches(items: list[Item], budget: int, subset: Optional[list[int]] = None, extra: int = 0) -> list[list[int]]:
-    """Indices of items (all, or `subset`) in batches, longest prompt first, each within `budget` padded
-    tokens: rows x (the batch's widest prompt + `extra`: the tokens generation adds), plus every row's
-    option rows (cloze). Sorting by the
-    prompt's own length keeps the prompt pass's padding small (sorting by prompt plus options left
-    30-46% of the demo's prompt positions padding); option rows are regrouped by length anyway
-    (scoring.option_groups). An over-long single item gets its own batch."""
+def make_batches(items: list[Item], budget: int, subset: Optional[list[int]] = None, extra: int = 0,
+                 packed: bool = False) -> list[list[int]]:
+    """Indices of items (all, or `subset`) in batches, longest first, each within `budget` padded tokens.
+
+    By default a batch costs rows x (its widest prompt + `extra`: the tokens generation adds), plus every
+    row's option rows (cloze through the prompt's cache); sorting by the prompt's own length keeps the
+    prompt pass's padding small. `packed` (causal cloze, scoring.packed_length): a row holds its prompt
+    and its options, and a batch costs rows x its widest packed row. An over-long single item gets its
+    own batch."""
     pool = range(len(items)) if subset is None else subset
-    order = sorted(pool, key=lambda i: (-len(items[i].request.prompt_ids), -_option_cost(items[i].request), i))
+    if packed:
+        width = {i: packed_length(items[i].request) for i in pool}
+        options = dict.fromkeys(pool, 0)
+    else:
+        width = {i: len(items[i].request.prompt_ids) + extra for i in pool}
+        options = {i: _option_cost(items[i].request) for i in pool}
+    order = sorted(pool, key=lambda i: (-width[i], -options[i], i))
     batches: list[list[int]] = []
     batch: list[int] = []
-    width = options = 0
+    widest = cost = 0
     for i in order:
-        r = items[i].request
-        if batch and (len(batch) + 1) * (width + extra) + options + _option_cost(r) > budget:
+        if batch and (len(batch) + 1) * widest + cost + options[i] > budget:
             batches.append(batch)
-            batch, options = [], 0
+            batch, cost = [], 0
         if not batch:
-            width = len(r.prompt_ids)  # the widest of its batch: the order is longest first
+            widest = width[i]  # the widest of its batch: the order is widest first
         batch.append(i)
-        options += _option_cost(r)
+        cost += options[i]
     if batch:
         batches.append(batch)
     return batches
+
+
+def packs(cfg: Config, method: str) -> bool:
+    """Whether a run's batches are cut for packed cloze rows (causal models; scoring.cloze_causal)."""
+    return method == "cloze" and cfg.model.arch == "causal"
 
 
 def batch_budget(cfg: Config, model, method: str) -> int:
@@ -241,7 +253,8 @@ def score_items(model, items: list[Item], cfg: Config, method: str, pad_id: int,
     if not cfg.model.batch_tokens:
         log.info("batch budget %d tokens (model.batch_tokens=0: chosen from free memory on %s)", budget, getattr(model, "device", "cuda"))
     extra = cfg.scoring.generate.max_new_tokens if method == "generate" else 0
-    queue = deque(b for b in ([i for i in batch if i not in done] for batch in make_batches(items, budget, extra=extra)) if b)
+    packed = packs(cfg, method)
+    queue = deque(b for b in ([i for i in batch if i not in done] for batch in make_batches(items, budget, extra=extra, packed=packed)) if b)
     results: dict[int, Result] = dict(done)
     n_tokens = n_scored = n_batches = 0
     t0 = time.perf_counter()
@@ -262,10 +275,10 @@ def score_items(model, items: list[Item], cfg: Config, method: str, pad_id: int,
                 if len(batch) == 1:
                     raise ConfigError(f"one prompt of {len(reqs[0].prompt_ids)} tokens does not fit in memory "
                                       f"(model {cfg.model.name}); use quantization, a smaller model or a device with more memory: {e}") from None
-                budget = max(1, min(budget, sum(_cost(r) + extra for r in reqs)) // 2)
+                budget = max(1, min(budget, sum((packed_length(r) if packed else _cost(r)) + extra for r in reqs)) // 2)
                 log.warning("out of memory on a batch of %d prompts; retrying with batch budget %d tokens for the "
                             "rest of the job (set model.batch_tokens=%d to start there)", len(batch), budget, budget)
-                queue = deque(make_batches(items, budget, batch + [i for b in queue for i in b], extra))
+                queue = deque(make_batches(items, budget, batch + [i for b in queue for i in b], extra, packed))
                 continue
             save(batch, scored)
             results.update(zip(batch, scored))

@@ -193,3 +193,69 @@ def test_option_tokens_are_shared_per_question_and_checked():
     option_tokens(items, [True] * 4, [body] * 4, tok, "causal")
     for it in items:
         assert it.request.option_ids == [suffix_ids(tok, it.prompt, it.request.prompt_ids, c, True) for c in it.choices]
+
+
+def _tiny_gemma3(window: int):
+    """A random Gemma 3 text model with sliding-window layers narrower than the test's prompts."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=window,
+                           layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                           max_position_embeddings=128, pad_token_id=0)
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+def _random_requests(n: int, seed: int = 1) -> list[Request]:
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda lo, hi: int(torch.randint(lo, hi, (1,), generator=g))  # noqa: E731
+    return [Request([rand(1, 97) for _ in range(rand(3, 14))],
+                    option_ids=[[rand(1, 97) for _ in range(rand(1, 5))] for _ in range(rand(2, 5))]) for _ in range(n)]
+
+
+@pytest.mark.parametrize("window", [4, 64])
+def test_packed_cloze_equals_reference_with_sliding_windows(window):
+    """Cloze rows packed into one pass (prompt, then every option at the positions it would have after
+    the prompt) give each option the log-likelihood of the whole sequence prompt + option, also where
+    Gemma 3's sliding-window layers see fewer positions than the prompt has."""
+    model = _tiny_gemma3(window)
+    reqs = _random_requests(7)
+    got = score_batch(model, reqs, "causal", "cloze", 0, "sum")
+    assert model._persona_bench_packs is True
+    for r, g in zip(reqs, got):
+        assert g.logprob_sum == pytest.approx(naive(model, "llama", "cloze", r), abs=1e-4)
+    alone = [score_batch(model, [r], "causal", "cloze", 0, "sum")[0] for r in reqs]
+    for a, g in zip(alone, got):
+        assert a.logprob_sum == pytest.approx(g.logprob_sum, abs=1e-4)
+
+
+def test_packing_falls_back_to_the_cache_when_the_mask_is_not_honoured(monkeypatch, caplog):
+    """A model (or transformers version) whose attention ignores the packed mask fails the once-per-model
+    check against the cached path: scoring warns and goes on through the shared prompt cache."""
+    import persona_bench.scoring as scoring
+
+    model = _tiny_gemma3(64)
+    monkeypatch.setattr(scoring, "_packed_masks", lambda model, seg, pos: None)  # plain causal attention over the row
+    reqs = _random_requests(5, seed=2)
+    with caplog.at_level("WARNING"):
+        got = score_batch(model, reqs, "causal", "cloze", 0, "sum")
+    assert model._persona_bench_packs is False and "cannot be packed" in caplog.text
+    for r, g in zip(reqs, got):
+        assert g.logprob_sum == pytest.approx(naive(model, "llama", "cloze", r), abs=1e-4)
+
+
+def test_packed_batches_count_whole_rows():
+    """Causal cloze batches (packed=True) sort by packed row length (prompt plus every option but its
+    last token) and cost rows x their widest row."""
+    from persona_bench.scoring import packed_length
+
+    class It:
+        def __init__(self, n, opts):
+            self.request = Request(list(range(n)), option_ids=[list(range(k)) for k in opts])
+    items = [It(30, [2, 2]), It(10, [20, 20]), It(29, [1, 1]), It(11, [3, 3])]
+    assert [packed_length(it.request) for it in items] == [32, 48, 29, 15]
+    batches = make_batches(items, budget=70, packed=True)
+    assert batches == [[1], [0, 2], [3]]
+    for b in batches:
+        assert len(b) * max(packed_length(items[i].request) for i in b) <= 70
