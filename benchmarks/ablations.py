@@ -84,7 +84,8 @@ def main() -> None:
         return items, time.perf_counter() - t
 
     all_items, build_s = build()
-    items = sample_batches(all_items, cfg.model.batch_tokens or 4096, args.n_prompts)
+    packed = runner.packs(cfg, method)
+    items = sample_batches(all_items, cfg.model.batch_tokens or 4096, args.n_prompts, packed)
     runner.score_items(model, items[:4], cfg, method, pad_id, {}, lambda b, r: None)  # warm-up
 
     def score():
@@ -92,9 +93,10 @@ def main() -> None:
         results, _ = runner.score_items(model, items, cfg, method, pad_id, {}, lambda b, r: None)
         return [r.pred for r in results], time.perf_counter() - t
 
-    def grid_order(items_, budget, subset=None):
+    def grid_order(items_, budget, subset=None, extra=0, packed=False):
         pool = list(range(len(items_))) if subset is None else sorted(subset)
-        widest = max(runner._cost(items_[i].request) for i in pool)
+        cost = scoring.packed_length if packed else runner._cost
+        widest = max(cost(items_[i].request) + extra for i in pool)
         rows = max(1, budget // max(1, widest))  # the same budget, rows fixed by the widest prompt
         return [pool[i : i + rows] for i in range(0, len(pool), rows)]
 
@@ -108,6 +110,8 @@ def main() -> None:
     variants["unfused_norms"] = lambda: _with(unfused(model), score)
     variants["unsorted_batches"] = lambda: _with(patched(runner, "make_batches", grid_order), score)
     variants["head_one_matmul"] = lambda: _with(patched(scoring, "_head", _one_matmul_head(scoring._head)), score)
+    if packed:  # the options through the prompt's shared KV cache instead of one packed pass
+        variants["cached_options"] = lambda: _with(patched(scoring, "packing_works", lambda *a: False), score)
     if method == "letter":
         variants["full_logits"] = lambda: _with(patched(scoring, "letter_causal", torch.inference_mode()(full_logits_letter)), score)
     rows = []
@@ -127,7 +131,7 @@ def main() -> None:
                      "prompts_per_s": round(len(all_items) / per_prompt_s, 1),
                      "slowdown": round(per_prompt_s / shared_s, 2), "same_predictions": same,
                      "note": f"building and tokenizing all {len(all_items)} prompts ({shared_s:.2f} s shared)"})
-    padding = padding_shares(all_items, cfg.model.batch_tokens or 4096)
+    padding = padding_shares(all_items, cfg.model.batch_tokens or 4096, packed)
     print("prompt positions that are padding, whole grid (" + ", ".join(f"{k}: {v:.1%}" for k, v in padding.items()) + ")")
     print(f"{info['model']} {info['dtype']} on {info['device']}, {method}/{fmt}, {len(items)} prompts, "
           f"batch_tokens={cfg.model.batch_tokens}, {torch.get_num_threads()} threads")
@@ -140,14 +144,18 @@ def main() -> None:
                                         default=str))
 
 
-def padding_shares(items, budget: int) -> dict:
-    """Share of the prompt pass's positions that are padding over the whole grid, for the run's
-    batches (sorted by prompt length), batches sorted by prompt plus option cost, and grid order."""
+def padding_shares(items, budget: int, packed: bool = False) -> dict:
+    """Share of the forward pass's positions that are padding over the whole grid (packed cloze rows, else
+    the prompt pass), for the run's batches (sorted by that length), batches sorted by prompt plus
+    option cost, and grid order."""
     from persona_bench.runner import _cost, make_batches
+    from persona_bench.scoring import packed_length
+
+    length = packed_length if packed else (lambda r: len(r.prompt_ids))
 
     def share(batches):
-        real = sum(len(items[i].request.prompt_ids) for b in batches for i in b)
-        return 1 - real / sum(len(b) * max(len(items[i].request.prompt_ids) for i in b) for b in batches)
+        real = sum(length(items[i].request) for b in batches for i in b)
+        return 1 - real / sum(len(b) * max(length(items[i].request) for i in b) for b in batches)
 
     def cut(order):
         out, i = [], 0
@@ -158,7 +166,8 @@ def padding_shares(items, budget: int) -> dict:
         return out
 
     by_cost = sorted(range(len(items)), key=lambda i: (-_cost(items[i].request), i))
-    return {"sorted by prompt length (run.py)": share(make_batches(items, budget)),
+    return {"run.py's order" + (" (packed rows, longest first)" if packed else " (by prompt length)"):
+            share(make_batches(items, budget, packed=packed)),
             "sorted by prompt + option cost": share(cut(by_cost)),
             "grid order": share(cut(list(range(len(items)))))}
 
