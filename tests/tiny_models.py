@@ -363,6 +363,11 @@ def check_tokenizer(arch: str, tok) -> None:
 # --------------------------------------------------------------------------
 
 
+# Every linear layer's input is a multiple of 64 wide: bitsandbytes quantizes 4-bit weights in blocks
+# of 64 inputs, and its packed CPU path (taken on CPUs with AVX512-BF16) fails on narrower layers.
+WIDTH = 64
+
+
 def _config(arch: str, tok):
     import torch
     from transformers import LlamaConfig, OPTConfig, T5Config
@@ -371,8 +376,8 @@ def _config(arch: str, tok):
     if arch == "llama":
         return LlamaConfig(
             vocab_size=vocab,
-            hidden_size=32,
-            intermediate_size=64,
+            hidden_size=WIDTH,
+            intermediate_size=2 * WIDTH,
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
@@ -386,11 +391,11 @@ def _config(arch: str, tok):
     if arch == "opt":
         return OPTConfig(
             vocab_size=vocab,
-            hidden_size=32,
-            ffn_dim=64,
+            hidden_size=WIDTH,
+            ffn_dim=2 * WIDTH,
             num_hidden_layers=2,
             num_attention_heads=4,
-            word_embed_proj_dim=32,
+            word_embed_proj_dim=WIDTH,
             max_position_embeddings=MAX_POSITIONS,
             do_layer_norm_before=True,
             bos_token_id=tok.bos_token_id,
@@ -401,9 +406,9 @@ def _config(arch: str, tok):
         )
     return T5Config(
         vocab_size=vocab,
-        d_model=32,
-        d_ff=64,
-        d_kv=8,
+        d_model=WIDTH,
+        d_ff=2 * WIDTH,
+        d_kv=WIDTH // 4,
         num_layers=2,
         num_decoder_layers=2,
         num_heads=4,
