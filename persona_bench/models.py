@@ -28,7 +28,7 @@ import torch
 
 from .config import ConfigError, ModelConfig, Unavailable
 from .data import default_cache_dir
-from .fastpath import fuse_norms
+from .fastpath import contiguous_head, fuse_norms
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +293,7 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
     model.eval()
     model.requires_grad_(False)
     fused = fuse_norms(model)
+    contiguous_head(model)
     total, non_emb = count_params(model)
     info = {
         "model": cfg.name,

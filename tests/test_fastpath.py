@@ -105,3 +105,29 @@ def test_auto_batch_budget_follows_free_memory(tiny_model_dir):
     assert 0 < letter < cloze  # cloze keeps the prompt's key/value cache for its option rows
     assert tokens_for_memory(2**30, 100_000) == 10_496  # 1 GiB / 100 kB = 10,737 tokens, down to a step of 256
     assert tokens_for_memory(10, 100_000) == 1024 and tokens_for_memory(2**40, 1) == 262144
+
+
+def test_output_layer_never_copies_its_weight_per_row():
+    """The prompt pass of generation (logits at the last position only) in bf16: without a contiguous input
+    to the output layer, torch broadcast the weight to one copy per row (8.7 GB for a batch of 26 demo
+    prompts, killed for memory). No allocation may approach rows x vocabulary x hidden, and the logits
+    stay the same."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from persona_bench.fastpath import contiguous_head
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=16, sliding_window=8,
+                           max_position_embeddings=256)
+    model = Gemma3ForCausalLM(cfg).to(torch.bfloat16).eval().requires_grad_(False)  # as models.load_model leaves it
+    ids = torch.randint(3, 4000, (16, 24), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before = model(input_ids=ids, logits_to_keep=1).logits
+    assert contiguous_head(model)
+    with torch.inference_mode(), torch.profiler.profile(profile_memory=True) as prof:
+        after = model(input_ids=ids, logits_to_keep=1).logits
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    copy = ids.shape[0] * cfg.vocab_size * cfg.hidden_size * 2
+    assert largest < copy / 8, f"an allocation of {largest} bytes: the output layer's weight was copied per row"
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
