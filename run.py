@@ -29,8 +29,8 @@ log = logging.getLogger("persona_bench")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from persona_bench.runner import Interrupted, run
-    from persona_bench.store import record_status
+    from persona_bench.run import Interrupted, run
+    from persona_bench.run.store import record_status
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

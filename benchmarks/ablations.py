@@ -5,7 +5,7 @@
 
 Variants (each against `full`, the path `run.py` uses, measured in the same process):
 
-  unfused_norms     transformers' own RMS-norm modules (persona_bench/fastpath.py undone)
+  unfused_norms     transformers' own RMS-norm modules (persona_bench/models/fastpath.py undone)
   unsorted_batches  batches cut in grid order under the same token budget (more padding; on a
                     sample of the run's batches this understates it: the padding shares of the
                     whole grid's batches are printed first)
@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-
 from throughput import compose, sample_batches  # noqa: E402
 
 
@@ -65,11 +64,12 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
 
-    from persona_bench import runner, scoring
-    from persona_bench.config import resolved_scoring
-    from persona_bench.data import default_cache_dir
-    from persona_bench.models import load_model
-    from persona_bench.prompts import resolve_placement
+    from persona_bench.config.schema import default_cache_dir
+    from persona_bench.config.validate import resolved_scoring
+    from persona_bench.inputs.prompts import resolve_placement
+    from persona_bench.models.loading import load_model
+    from persona_bench.run import runner
+    from persona_bench.scoring import cloze as scoring
 
     cfg = compose(args.overrides)
     method, fmt = resolved_scoring(cfg)
@@ -95,21 +95,21 @@ def main() -> None:
 
     def grid_order(items_, budget, subset=None, extra=0, packed=False):
         pool = list(range(len(items_))) if subset is None else sorted(subset)
-        cost = scoring.packed_length if packed else runner._cost
+        cost = scoring.packed_length if packed else runner.request_cost
         widest = max(cost(items_[i].request) + extra for i in pool)
         rows = max(1, budget // max(1, widest))  # the same budget, rows fixed by the widest prompt
         return [pool[i : i + rows] for i in range(0, len(pool), rows)]
 
     def full_logits_letter(model_, requests, pad):
-        ids, mask, pos = scoring._left_pad([r.prompt_ids for r in requests], pad, model_.device)
+        ids, mask, pos = scoring.left_pad([r.prompt_ids for r in requests], pad, model_.device)
         logits = model_(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -1].float()
-        picked = logits.gather(1, scoring._label_matrix(requests, logits.device))
-        return scoring._letter_results(picked, torch.logsumexp(logits, -1), requests)
+        picked = logits.gather(1, scoring.label_matrix(requests, logits.device))
+        return scoring.letter_results(picked, torch.logsumexp(logits, -1), requests)
 
     variants = {"full": lambda: score()}
     variants["unfused_norms"] = lambda: _with(unfused(model), score)
     variants["unsorted_batches"] = lambda: _with(patched(runner, "make_batches", grid_order), score)
-    variants["head_one_matmul"] = lambda: _with(patched(scoring, "_head", _one_matmul_head(scoring._head)), score)
+    variants["head_one_matmul"] = lambda: _with(patched(scoring, "head_logits", _one_matmul_head(scoring.head_logits)), score)
     if packed:  # the options through the prompt's shared KV cache instead of one packed pass
         variants["cached_options"] = lambda: _with(patched(scoring, "packing_works", lambda *a: False), score)
     if method == "letter":
@@ -148,8 +148,8 @@ def padding_shares(items, budget: int, packed: bool = False) -> dict:
     """Share of the forward pass's positions that are padding over the whole grid (packed cloze rows, else
     the prompt pass), for the run's batches (sorted by that length), batches sorted by prompt plus
     option cost, and grid order."""
-    from persona_bench.runner import _cost, make_batches
-    from persona_bench.scoring import packed_length
+    from persona_bench.run.batching import make_batches, request_cost
+    from persona_bench.scoring.cloze import packed_length
 
     length = packed_length if packed else (lambda r: len(r.prompt_ids))
 
@@ -160,12 +160,12 @@ def padding_shares(items, budget: int, packed: bool = False) -> dict:
     def cut(order):
         out, i = [], 0
         while i < len(order):
-            rows = max(1, budget // max(1, _cost(items[order[i]].request)))
+            rows = max(1, budget // max(1, request_cost(items[order[i]].request)))
             out.append(order[i : i + rows])
             i += rows
         return out
 
-    by_cost = sorted(range(len(items)), key=lambda i: (-_cost(items[i].request), i))
+    by_cost = sorted(range(len(items)), key=lambda i: (-request_cost(items[i].request), i))
     return {"run.py's order" + (" (packed rows, longest first)" if packed else " (by prompt length)"):
             share(make_batches(items, budget, packed=packed)),
             "sorted by prompt + option cost": share(cut(by_cost)),
@@ -184,7 +184,7 @@ def _one_matmul_head(blocked):
 
 
 def _per_prompt_option_tokens(runner):
-    from persona_bench.scoring import suffix_ids
+    from persona_bench.scoring.tokens import suffix_ids
 
     def per_prompt(items, specials, ends, tokenizer, arch):
         for it, special in zip(items, specials):

@@ -144,15 +144,13 @@ def prompts(n: int, seed: int) -> list[tuple[str, list[str]]]:
 
 def make_batches(requests: list, budget: int) -> list[list[int]]:
     """Indices in batches, longest first, each within `budget` padded tokens: the runner's own batching."""
-    from types import SimpleNamespace
+    from persona_bench.run.batching import make_batches as runner_batches
 
-    from persona_bench.runner import make_batches as runner_batches
-
-    return runner_batches([SimpleNamespace(request=r) for r in requests], budget)
+    return runner_batches(requests, budget)
 
 
 def score_all(model, requests: list, method: str, pad_id: int, budget: int) -> list:
-    from persona_bench.scoring import score_batch
+    from persona_bench.backends.hf import score_batch
 
     out = [None] * len(requests)
     for batch in make_batches(requests, budget):
@@ -238,8 +236,8 @@ class Ctx:
         key = (dtype, quantization)
         if key in self._models:
             return self._models[key]
-        from persona_bench.config import ModelConfig
-        from persona_bench.models import load_model
+        from persona_bench.config.schema import ModelConfig
+        from persona_bench.models.loading import load_model
 
         cfg = ModelConfig(name=f"tiny-llama-{dtype}-{quantization}", path=str(self.tiny_dir()), source="local",
                           dtype=dtype, quantization=quantization, arch="causal")
@@ -252,8 +250,9 @@ class Ctx:
 
     def requests(self, method: str) -> list:
         if method not in self._requests:
-            from persona_bench.prompts import continuation
-            from persona_bench.scoring import LabelResolver, Request, suffix_ids
+            from persona_bench.inputs.prompts import continuation
+            from persona_bench.scoring.requests import Request
+            from persona_bench.scoring.tokens import LabelResolver, suffix_ids
 
             _, tok, _ = self.tiny("fp32")
             resolve = LabelResolver(tok, "causal")
@@ -373,9 +372,9 @@ def linear_bytes(module) -> int:
 
 @torch.inference_mode()
 def last_logits(model, requests: list, pad_id: int) -> torch.Tensor:
-    from persona_bench.scoring import _left_pad
+    from persona_bench.scoring.logits import left_pad
 
-    ids, mask, pos = _left_pad([r.prompt_ids for r in requests], pad_id, model.device)
+    ids, mask, pos = left_pad([r.prompt_ids for r in requests], pad_id, model.device)
     return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -1].float().cpu()
 
 
@@ -458,7 +457,7 @@ def timed_linear(m: int, k: int, n: int, dtype, dev: torch.device, seconds: floa
 
 def mfu_setup(ctx: Ctx) -> tuple[dict, str, int, list[int]]:
     """(shape, dtype, prompts, budgets) for the throughput check on this device."""
-    from persona_bench.models import resolve_dtype
+    from persona_bench.models.devices import resolve_dtype
 
     seven_b = ctx.args.shape == "7b" or (ctx.args.shape == "auto" and ctx.cuda)
     shape = SEVEN_B if seven_b else SMALL
@@ -469,8 +468,8 @@ def mfu_setup(ctx: Ctx) -> tuple[dict, str, int, list[int]]:
 
 
 def check_matmul(ctx: Ctx) -> dict:
-    from persona_bench.models import TORCH_DTYPES
-    from persona_bench.throughput import matmul_tflops
+    from persona_bench.models.cost import matmul_tflops
+    from persona_bench.models.devices import TORCH_DTYPES
 
     shape, dtype, _, budgets = mfu_setup(ctx)
     n = 8192 if ctx.cuda else 1024
@@ -500,7 +499,7 @@ def build_random_llama(shape: dict, dtype: str, dev: torch.device):
     """A random-weight Llama of `shape`, created directly on `dev` in `dtype` (no CPU init, no files)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from persona_bench.models import TORCH_DTYPES
+    from persona_bench.models.devices import TORCH_DTYPES
 
     cfg = LlamaConfig(**shape, max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
                       bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -510,8 +509,9 @@ def build_random_llama(shape: dict, dtype: str, dev: torch.device):
 
 
 def check_throughput(ctx: Ctx) -> dict:
-    from persona_bench.models import count_params
-    from persona_bench.scoring import Request, score_batch
+    from persona_bench.backends.hf import score_batch
+    from persona_bench.models.loading import count_params
+    from persona_bench.scoring.requests import Request
 
     ctx.drop_models()
     shape, dtype, n_prompts, budgets = mfu_setup(ctx)
@@ -684,7 +684,7 @@ def main(argv=None) -> int:
 
     hf_logging.disable_progress_bar()
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # a per-call note on casting bf16 inputs to fp16
-    from persona_bench.models import resolve_device
+    from persona_bench.models.devices import resolve_device
 
     dev = resolve_device(args.device)
     args.requests = args.requests or (128 if dev.type == "cuda" else 16)

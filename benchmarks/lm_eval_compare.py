@@ -214,11 +214,13 @@ def _demo_items(method: str, per_subject: int, n: int, seed: int):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from persona_bench.config import register, resolved_scoring
-    from persona_bench.data import default_cache_dir
-    from persona_bench.models import load_model, model_dir
-    from persona_bench.prompts import resolve_placement
-    from persona_bench.runner import build_items, prepare
+    from persona_bench.config import register
+    from persona_bench.config.schema import default_cache_dir
+    from persona_bench.config.validate import resolved_scoring
+    from persona_bench.inputs.prompts import resolve_placement
+    from persona_bench.models.loading import load_model, model_dir
+    from persona_bench.run.items import build_items
+    from persona_bench.run.job import prepare
 
     register()
     conf = Path(__file__).resolve().parents[1] / "conf"
@@ -258,8 +260,8 @@ def selftest(method: str, n: int, per_subject: int, batch_size: int, seed: int, 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persona_bench from this checkout
     import torch
 
-    from persona_bench.runner import score_items
-    from persona_bench.throughput import matmul_tflops
+    from persona_bench.models.cost import matmul_tflops
+    from persona_bench.run.batching import score_items
 
     cfg, method, fmt, placement, items, model, tok, info, where = _demo_items(method, per_subject, n, seed)
     by = cfg.scoring.cloze_score if method == "cloze" else "sum"

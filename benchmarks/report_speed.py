@@ -23,9 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: ROOT holds persona_bench
     sys.path.insert(0, str(ROOT))
 
-from persona_bench import analysis, mechanisms, report, strategies  # noqa: E402
-from persona_bench.results import load_runs  # noqa: E402
-from persona_bench.synthetic import make_predictions, roles_frame  # noqa: E402
+from persona_bench.analysis import effects as analysis  # noqa: E402
+from persona_bench.analysis import mechanisms, strategies
+from persona_bench.analysis.runs import load_runs  # noqa: E402
+from persona_bench.analysis.synthetic import make_predictions, roles_frame  # noqa: E402
+from persona_bench.report import write as report
 
 PAPER = ROOT / "conf" / "role_set" / "paper.yaml"
 TEMPLATES = {"speaker": "You are {a} {role}.", "audience": "You are talking to {a} {role}.",

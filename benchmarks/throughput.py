@@ -45,11 +45,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from persona_bench.throughput import attention_flops, layer_shapes, matmul_tflops, shape_ceiling  # noqa: E402
+from persona_bench.models.cost import (  # noqa: E402
+    attention_flops,
+    layer_shapes,
+    matmul_tflops,
+    shape_ceiling,
+)
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
     from persona_bench.config import register
@@ -65,7 +71,7 @@ def sample_batches(items: list, budget: int, n: int, packed: bool = False) -> li
     """About n of the run's prompts, as whole batches of the run (cut as run.py cuts the whole grid),
     spread evenly from its longest batch to its shortest: the same batches, padding and lengths a
     real run has, in proportion."""
-    from persona_bench.runner import make_batches
+    from persona_bench.run.batching import make_batches
 
     batches = make_batches(items, budget, packed=packed)
     per = max(1, len(items) // max(1, len(batches)))
@@ -85,11 +91,15 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, as for run.py (model=..., scoring=..., device=...)")
     args = ap.parse_args()
 
-    from persona_bench.config import resolved_scoring
-    from persona_bench.data import default_cache_dir
-    from persona_bench.models import auto_batch_tokens, load_model
-    from persona_bench.prompts import resolve_placement
-    from persona_bench.runner import build_items, packs, prepare, score_items
+    from persona_bench.backends.hf import packs
+    from persona_bench.config.schema import default_cache_dir
+    from persona_bench.config.validate import resolved_scoring
+    from persona_bench.inputs.prompts import resolve_placement
+    from persona_bench.models.cost import auto_batch_tokens
+    from persona_bench.models.loading import load_model
+    from persona_bench.run.batching import score_items
+    from persona_bench.run.items import build_items
+    from persona_bench.run.job import prepare
 
     cfg = compose(args.overrides)
     if cfg.threads:
@@ -125,8 +135,8 @@ def main() -> None:
     lin_flops = 2 * shapes.body_params * body_tokens
     att_flops = sum(attention_flops(shapes, r.prompt_ids, r.option_ids) for r in reqs)
     head_flops = 2 * shapes.head_params * head_rows
-    from persona_bench.runner import make_batches
-    from persona_bench.scoring import packed_length
+    from persona_bench.run.batching import make_batches
+    from persona_bench.scoring.cloze import packed_length
 
     # Padding: of the packed rows' positions (causal cloze), else of the prompt pass's.
     length = packed_length if packed else (lambda r: len(r.prompt_ids))
@@ -180,8 +190,8 @@ def compare_lm_eval(items, results, info, cfg, method: str, seconds: float, batc
     if not ok:
         print(f"--compare-lm-eval: {why}")
         return {"available": False, "reason": why}
-    from persona_bench.data import default_cache_dir
-    from persona_bench.models import model_dir
+    from persona_bench.config.schema import default_cache_dir
+    from persona_bench.models.loading import model_dir
 
     where, _, _ = model_dir(cfg.model, default_cache_dir(cfg.cache_dir))
     dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[info["dtype"]]

@@ -6,11 +6,11 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from persona_bench.config import Config, register
+from persona_bench.config import register
+from persona_bench.config.schema import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -24,6 +24,14 @@ def compose_cfg(overrides: list[str] = (), out: str = "/tmp/persona-bench-test")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"output_dir={out}", *overrides])
     return OmegaConf.to_object(cfg)
+
+
+def override(cfg: Config, **over) -> Config:
+    """Set typed values on a composed config: section__field=value (or a top-level key=value)."""
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        setattr(getattr(cfg, section), field, value) if field else setattr(cfg, section, value)
+    return cfg
 
 
 def tiny_cfg(model_dir: Path, arch: str, out: Path, **over) -> Config:
@@ -45,10 +53,23 @@ def tiny_cfg(model_dir: Path, arch: str, out: Path, **over) -> Config:
         "report.perplexity=false",
         "report.self_pick=false",
     ], out=str(out))
-    for key, value in over.items():
-        section, _, field = key.partition("__")
-        setattr(getattr(cfg, section), field, value) if field else setattr(cfg, section, value)
-    return cfg
+    return override(cfg, **over)
+
+
+def dummy_cfg(out: Path, **over) -> Config:
+    """The demo config on a handful of questions, for runs on the dummy backend (backends.dummy): the
+    embedded model's config, never loaded."""
+    cfg = compose_cfg([
+        "dataset.subjects=[clinical_knowledge,high_school_physics]",
+        "dataset.per_subject=3",
+        "role_set.names=[doctor,friend]",
+        "progress=false",
+        "tracking=none",
+        "report.enabled=false",
+        "report.perplexity=false",
+        "report.self_pick=false",
+    ], out=str(out))
+    return override(cfg, **over)
 
 
 class BagOfWords:

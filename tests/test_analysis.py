@@ -1,4 +1,4 @@
-"""Planted-effect tests of persona_bench.analysis on synthetic predictions (persona_bench.synthetic).
+"""Planted-effect tests of persona_bench.analysis on synthetic predictions (persona_bench.analysis.synthetic).
 
 Recovery: one dataset of 1,000 questions x the 162 paper roles x 2 templates (325,000 rows) with planted
 template, gender, single-role and domain-match effects: every sign recovered, every true value inside its 95%
@@ -29,8 +29,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from persona_bench import analysis as A
-from persona_bench.synthetic import PlantedEffects, make_predictions, roles_frame
+from persona_bench.analysis import effects as A
+from persona_bench.analysis.synthetic import (
+    PlantedEffects,
+    make_predictions,
+    roles_frame,
+)
 
 PAPER = Path(__file__).resolve().parents[1] / "conf" / "role_set" / "paper.yaml"
 N_SEEDS = 60

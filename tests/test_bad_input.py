@@ -6,7 +6,7 @@ One table, one row per mistake. Exit code 2 is ours (run.py on a persona_bench U
 1 is Hydra's, for what it rejects while composing (an unknown option of a group, a key the
 typed schema lacks, a value of the wrong type, override syntax). Rows marked SUB run the real
 command in a subprocess; the others, checks that Hydra does not own, run the same path in this
-process (Hydra's compose API, then runner.run with model loading replaced by a failure), because
+process (Hydra's compose API, then run.runner.run with model loading replaced by a failure), because
 each subprocess spends ~5 s importing torch. Every family of errors has at least one SUB row.
 The subprocesses start together (as many at a time as there are cores, up to 8) when the first
 row runs, and the in-process rows run meanwhile.
@@ -26,11 +26,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import ROOT, compose_cfg
-from persona_bench import runner
-from persona_bench.config import RoleConfig, RoleSetConfig, UserError, validate
-from persona_bench.roles import build_roles
+
+from persona_bench.config.errors import UserError
+from persona_bench.config.schema import RoleConfig, RoleSetConfig
+from persona_bench.config.validate import validate
+from persona_bench.inputs.roles import build_roles
+from persona_bench.run import runner
+from persona_bench.run import setup as run_setup
 
 SUB, IN = "subprocess", "in-process"
 RESULTS = ("predictions.parquet", "summary.json")
@@ -264,7 +267,7 @@ def test_bad_input_gets_one_clear_error(c: Case, files, launched, tmp_path, monk
     else:
         out = tmp_path / "out"
         overrides = command(c, files, tmp_path / "r")[:-1]  # hydra.run.dir means nothing to compose
-        monkeypatch.setattr(runner, "load_model", no_weights)
+        monkeypatch.setattr(run_setup, "load_backend", no_weights)
         with pytest.raises(UserError) as e:  # run.py exits 2 on a UserError
             runner.run(compose_cfg(overrides, out=str(out)))
         output = str(e.value)

@@ -1,11 +1,12 @@
 """Every config composes; the schema rejects bad keys and types while composing."""
 
 import pytest
+from helpers import CONF, compose_cfg
 from hydra.errors import ConfigCompositionException
 
-from helpers import CONF, compose_cfg
-from persona_bench.config import ConfigError, resolved_scoring, validate
-from persona_bench.roles import build_roles, build_templates, personas
+from persona_bench.config.errors import ConfigError
+from persona_bench.config.validate import resolved_scoring, validate
+from persona_bench.inputs.roles import build_roles, build_templates, personas
 
 GROUPS = ["model", "template", "role_set", "dataset", "scoring", "prompt_format", "experiment", "debug"]
 
@@ -123,7 +124,7 @@ def test_generate_scorings_compose_with_the_paper_settings():
 
 
 def test_generation_settings_are_part_of_a_generate_jobs_identity_only():
-    from persona_bench.config import config_id
+    from persona_bench.config.job_id import config_id
 
     base = compose_cfg()
     assert config_id(base) == config_id(compose_cfg(["scoring.generate.max_new_tokens=8"]))  # cloze: unused

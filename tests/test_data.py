@@ -4,9 +4,15 @@ import json
 
 import pytest
 
-from persona_bench.config import ConfigError, DatasetConfig
-from persona_bench.data import data_hash, load_questions, subsample
-from persona_bench.identity import content_hash, question_id
+from persona_bench.config.errors import ConfigError
+from persona_bench.config.schema import DatasetConfig
+from persona_bench.inputs.dataset import load_questions
+from persona_bench.inputs.questions import (
+    content_hash,
+    data_hash,
+    question_id,
+    subsample,
+)
 
 
 def test_identity_normalises_whitespace_and_trailing_periods():

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persona_bench.fastpath import fuse_norms
-from persona_bench.throughput import Shapes, attention_flops, layer_shapes, shape_ceiling
+from persona_bench.models.cost import (
+    Shapes,
+    attention_flops,
+    layer_shapes,
+    shape_ceiling,
+)
+from persona_bench.models.fastpath import fuse_norms
 
 
 def _logits(model, ids):
@@ -97,7 +102,12 @@ def test_shape_ceiling_measures_the_model_shapes():
 def test_auto_batch_budget_follows_free_memory(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from persona_bench.models import CPU_BATCH_TOKENS, activation_bytes_per_token, auto_batch_tokens, tokens_for_memory
+    from persona_bench.models.cost import (
+        CPU_BATCH_TOKENS,
+        activation_bytes_per_token,
+        auto_batch_tokens,
+        tokens_for_memory,
+    )
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"))
     assert auto_batch_tokens(model, torch.device("cpu"), "letter") == CPU_BATCH_TOKENS
@@ -114,7 +124,7 @@ def test_output_layer_never_copies_its_weight_per_row():
     stay the same."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from persona_bench.fastpath import contiguous_head
+    from persona_bench.models.fastpath import contiguous_head
 
     torch.manual_seed(0)
     cfg = Gemma3TextConfig(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -13,14 +13,14 @@ import types
 import pandas as pd
 import pytest
 import torch
-
 from helpers import tiny_cfg
-from persona_bench import runner
-from persona_bench.config import GenerateConfig
-from persona_bench.generate import Decoder, generate_batch, prompt_seed
-from persona_bench.runner import Interrupted, run
-from persona_bench.scoring import Request, Result
-from persona_bench.store import JobStore
+
+from persona_bench.backends.hf import HFBackend
+from persona_bench.config.schema import GenerateConfig
+from persona_bench.run.runner import Interrupted, run
+from persona_bench.run.store import JobStore
+from persona_bench.scoring.generate import Decoder, generate_batch, prompt_seed
+from persona_bench.scoring.requests import Request, Result
 
 
 def load(tiny_model_dir, arch="llama"):
@@ -89,13 +89,11 @@ def test_top_k_and_top_p_sample_only_the_kept_tokens(top_k, top_p, allowed):
 
 
 def fake_generator(texts):
-    """A generator that answers each prompt with the text keyed by its question's position (cycled)."""
-    def make(model, tokenizer, arch, pad_id, settings, vllm=False):
-        def gen(reqs, s=settings):
-            return [Result(scores=[0.1, 0.9, 0.0, 0.0][: len(r.label_ids)] if r.label_ids else [], probs=[],
-                           generation=texts[len(r.prompt_ids) % len(texts)], n_new_tokens=3) for r in reqs]
-        return gen
-    return make
+    """HFBackend.generate answering each prompt with the text keyed by its length (cycled)."""
+    def generate(self, reqs, settings):
+        return [Result(scores=[0.1, 0.9, 0.0, 0.0][: len(r.label_ids)] if r.label_ids else [], probs=[],
+                       generation=texts[len(r.prompt_ids) % len(texts)], n_new_tokens=3) for r in reqs]
+    return generate
 
 
 def gen_cfg(tiny_model_dir, out, **over):
@@ -106,7 +104,7 @@ def gen_cfg(tiny_model_dir, out, **over):
 
 def test_generated_answers_are_parsed_on_every_row(tiny_model_dir, tmp_path, monkeypatch):
     texts = [" 2. because", "I don't know", " 3", "The answer is (4)."]
-    monkeypatch.setattr(runner, "make_generator", fake_generator(texts))
+    monkeypatch.setattr(HFBackend, "generate", fake_generator(texts))
     out = tmp_path / "g"
     cfg = gen_cfg(tiny_model_dir, out)
     cfg.report.self_pick = True
@@ -185,7 +183,7 @@ class FakeVLLM(types.ModuleType):
 def test_vllm_backend_asks_for_the_configured_decoding(monkeypatch):
     fake = FakeVLLM()
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    from persona_bench.vllm_backend import generate_vllm, load_vllm
+    from persona_bench.backends.vllm import generate_vllm, load_vllm
 
     llm = load_vllm(None, "/models/x", "main", "bf16")
     assert fake.engine["dtype"] == "bfloat16" and fake.engine["trust_remote_code"] is False
@@ -206,7 +204,7 @@ def test_vllm_backend_asks_for_the_configured_decoding(monkeypatch):
 
 
 def test_generation_figures_reach_wandb_as_flat_keys():
-    from persona_bench.tracking import summary_metrics
+    from persona_bench.run.tracking import summary_metrics
 
     summary = {"accuracy": {"control": 0.3}, "generation": {
         "parsed_accuracy": {"all": 0.5, "control": 0.4, "persona_mean": 0.52},

@@ -11,14 +11,21 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from persona_bench import compare, report
-from persona_bench import strategies as S
-from persona_bench.results import load_runs
-from persona_bench.summary import (accuracy_summary, collapse_share, generation_summary, label_histogram,
-                                   unparsed_examples)
-from persona_bench.synthetic import make_predictions, roles_frame
 from test_report import PAPER_ROLES, open_in_chromium, write_run
+
+import persona_bench.report as report
+from persona_bench.analysis import compare
+from persona_bench.analysis import strategies as S
+from persona_bench.analysis.runs import load_runs
+from persona_bench.analysis.summary import (
+    accuracy_summary,
+    collapse_share,
+    generation_summary,
+    label_histogram,
+    unparsed_examples,
+)
+from persona_bench.analysis.synthetic import make_predictions, roles_frame
+from persona_bench.report.analyse import METHODS
 
 GEN_HEADING = "Generated answers: what the parser could read"
 CMP_HEADING = "Logit scoring versus generation"
@@ -295,6 +302,6 @@ def test_a_logit_only_report_has_none_of_it(runs):
     assert "logit_vs_generation" not in doc["figures"]
     assert {s["strategy"] for s in m["strategies"]} == {"random", "best_on_train", "best_per_subject",
                                                         "best_in_domain", "majority_vote", "oracle"}
-    assert doc["methods"] == report.METHODS
+    assert doc["methods"] == METHODS
     page = (runs["root"] / "cloze" / "report.html").read_text()
     assert GEN_HEADING not in page and CMP_HEADING not in page

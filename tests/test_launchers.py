@@ -1,4 +1,4 @@
-"""Launchers (conf/hydra/launcher/) and one GPU per job (persona_bench/gpus.py).
+"""Launchers (conf/hydra/launcher/) and one GPU per job (persona_bench/models/gpus.py).
 
 No SLURM cluster and no GPU here: the SLURM preset is checked by composing it and by the sbatch
 script the real launcher writes (a fake `sbatch` on PATH keeps the script and refuses the job);
@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import CONF, ROOT, tiny_cfg
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers import CONF, ROOT, tiny_cfg
-from persona_bench import gpus, runner
-from persona_bench.gpus import claim_device
+from persona_bench.models import gpus
+from persona_bench.models.gpus import claim_device
+from persona_bench.run import runner
 
 SBATCH_VARS = ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "SBATCH_QOS", "SBATCH_TIMELIMIT")
 
@@ -113,7 +114,7 @@ def fresh_process_state(monkeypatch):
 
 CLAIMER = textwrap.dedent("""
     import logging, sys
-    from persona_bench.gpus import claim_device
+    from persona_bench.models.gpus import claim_device
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     with claim_device("auto", holder=sys.argv[2], gpus=["GPU-aaaa", "GPU-bbbb"], lock_dir=sys.argv[1], poll_s=0.05,
                       log_every_s=0.5) as device:
@@ -181,7 +182,7 @@ def test_nothing_is_claimed_for_an_explicit_device_or_fewer_than_two_gpus(tmp_pa
 
 
 def test_an_unusable_lock_directory_is_one_clear_error(tmp_path):
-    from persona_bench.config import ConfigError
+    from persona_bench.config.errors import ConfigError
 
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="PERSONA_BENCH_GPU_LOCKS"):
@@ -194,7 +195,7 @@ def test_run_gives_the_job_its_claimed_gpu(tiny_model_dir, tmp_path, monkeypatch
     monkeypatch.setenv("PERSONA_BENCH_GPU_LOCKS", str(tmp_path / "locks"))
     monkeypatch.setattr(gpus, "visible_gpus", lambda: ["GPU-aaaa", "GPU-bbbb"])
     seen = []
-    monkeypatch.setattr(runner, "_run_job", lambda cfg, *a, **k: seen.append(cfg.device) or {"ok": True})
+    monkeypatch.setattr(runner, "_run_job", lambda job, *a, **k: seen.append(job.cfg.device) or {"ok": True})
     cfg = tiny_cfg(tiny_model_dir("llama"), "llama", tmp_path / "out")
     with claim_device("auto"):  # another job holds GPU 0
         assert runner.run(cfg) == {"ok": True}

@@ -8,18 +8,16 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from helpers import BagOfWords
 import torch
+from helpers import BagOfWords
 from scipy import stats
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from persona_bench import mechanisms as M
-from persona_bench.analysis import persona_effects
-from persona_bench.perplexity import main as perplexity_main
-from persona_bench.perplexity import persona_perplexity, write_perplexity
-from persona_bench.roles import Role, Template
-
+from persona_bench.analysis import mechanisms as M
+from persona_bench.analysis.effects import persona_effects
+from persona_bench.inputs.roles import Role, Template, persona_texts
+from persona_bench.scoring.perplexity import main as perplexity_main
+from persona_bench.scoring.perplexity import persona_perplexity, write_perplexity
 
 ROLES = [
     {"name": "economist", "category": "occupation", "frequency": 1e-5},
@@ -31,7 +29,7 @@ TEMPLATES = {"control": "", "speaker": "You are {a} {role}.", "audience": "You a
 
 
 def test_persona_texts_render_as_the_run_and_respect_interpersonal_only():
-    t = M.persona_texts(TEMPLATES, ROLES)
+    t = persona_texts(TEMPLATES, ROLES)
     got = dict(zip(zip(t.template, t.role), t.text))
     assert got[("speaker", "economist")] == "You are an economist."
     assert got[("speaker", "AI model")] == "You are an AI model."
@@ -40,12 +38,12 @@ def test_persona_texts_render_as_the_run_and_respect_interpersonal_only():
     role = M.as_role(ROLES[0])
     assert got[("speaker", "economist")] == Template("speaker", TEMPLATES["speaker"]).render(role)
     # job.json's identity.template form: interpersonal_only templates skip other roles
-    t2 = M.persona_texts({"speaker": {"text": "You are {a} {role}.", "interpersonal_only": False},
+    t2 = persona_texts({"speaker": {"text": "You are {a} {role}.", "interpersonal_only": False},
                           "your": {"text": "You are my {role}.", "interpersonal_only": True}}, ROLES)
     assert set(t2[t2.template == "your"].role) == {"mother", "heir"}
     # a Role object with an explicit article is used as is
     r = Role("umpire", "occupation", None, (), "unknown", False, False, None, None, "an")
-    assert M.persona_texts({"speaker": "You are {a} {role}."}, [r]).text.tolist() == ["You are an umpire."]
+    assert persona_texts({"speaker": "You are {a} {role}."}, [r]).text.tolist() == ["You are an umpire."]
 
 
 def test_role_frequencies():
@@ -211,7 +209,7 @@ def test_write_perplexity_and_command_on_a_run_dir(tiny_model_dir, tmp_path, cap
     model, tok = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(d)
     ref = persona_perplexity(model, tok, list(table.text), "causal")
     assert table.perplexity.tolist() == pytest.approx([r["perplexity"] for r in ref], rel=1e-5)
-    again = write_perplexity(tmp_path, model, tok, table[["template", "role", "text"]], "causal")
+    again = write_perplexity(tmp_path, table[["template", "role", "text"]], ref)
     assert again.columns.tolist() == ["template", "role", "text", "n_tokens", "nll_mean", "perplexity"]
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -220,7 +218,7 @@ def test_persona_texts_from_dataframe_records_with_missing_values():
     roles = pd.DataFrame([{"name": "economist", "article": None, "interpersonal": None, "frequency": None},
                           {"name": "mother", "article": None, "interpersonal": True, "frequency": 2e-4}])
     recs = roles.to_dict("records")  # missing values come back as NaN
-    t = M.persona_texts({"speaker": "You are {a} {role}.", "your": {"text": "You are my {role}.",
+    t = persona_texts({"speaker": "You are {a} {role}.", "your": {"text": "You are my {role}.",
                                                                    "interpersonal_only": True}}, recs)
     assert t.text.tolist() == ["You are an economist.", "You are a mother.", "You are my mother."]
     assert M.role_frequencies(recs)["ngram_frequency"].isna().tolist() == [True, False]

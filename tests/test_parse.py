@@ -2,7 +2,7 @@
 
 import pytest
 
-from persona_bench.parse import Parsed, parse_answer
+from persona_bench.scoring.parse import Parsed, parse_answer
 
 LET = ("A", "B", "C", "D")
 NUM = ("1", "2", "3", "4")

@@ -3,10 +3,17 @@
 import pytest
 from transformers import AutoTokenizer
 
-from persona_bench.config import ConfigError, RoleConfig, RoleSetConfig, TemplateConfig
-from persona_bench.data import make_question
-from persona_bench.prompts import continuation, question_body, render, resolve_placement, system_turn_support
-from persona_bench.roles import article, build_roles, build_templates, personas
+from persona_bench.config.errors import ConfigError
+from persona_bench.config.schema import RoleConfig, RoleSetConfig, TemplateConfig
+from persona_bench.inputs.prompts import (
+    continuation,
+    question_body,
+    render,
+    resolve_placement,
+    system_turn_support,
+)
+from persona_bench.inputs.questions import make_question
+from persona_bench.inputs.roles import article, build_roles, build_templates, personas
 
 Q = make_question("college_biology", "Which organelle makes ATP?", ["Nucleus", "Mitochondrion", "Ribosome", "Golgi"], 1)
 
@@ -115,7 +122,7 @@ PAPER_QUESTION = ("The following is a multiple choice question (with answers). R
 def test_paper_format_through_a_chat_template_golden(tiny_model_dir):
     """The study's prompt: the persona as the system turn, the instruction and numbered options as the user
     turn, and no "Answer:" cue: the template's own generation prompt says whose turn it is."""
-    from persona_bench.prompts import paper_cue
+    from persona_bench.inputs.prompts import paper_cue
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir("llama", "system"))
     body = question_body(Q, "paper", cue=paper_cue("system", "causal"))
@@ -131,6 +138,6 @@ def test_paper_format_through_a_chat_template_golden(tiny_model_dir):
     ("user", "causal", ""),
 ])
 def test_paper_format_endings_by_model_family(placement, arch, ending):
-    from persona_bench.prompts import paper_cue
+    from persona_bench.inputs.prompts import paper_cue
 
     assert question_body(Q, "paper", cue=paper_cue(placement, arch)).text == PAPER_QUESTION + ending

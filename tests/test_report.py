@@ -16,11 +16,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from helpers import CONF, ROOT
-from persona_bench import report
-from persona_bench.results import load_runs
-from persona_bench.synthetic import PlantedEffects, make_predictions, roles_frame
+
+import persona_bench.report as report
+from persona_bench.analysis.runs import load_runs
+from persona_bench.analysis.synthetic import (
+    PlantedEffects,
+    make_predictions,
+    roles_frame,
+)
 
 PAPER_ROLES = CONF / "role_set" / "paper.yaml"
 TEMPLATES = {"control": "", "speaker": "You are {a} {role}.", "audience": "You are talking to {a} {role}."}

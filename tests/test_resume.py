@@ -1,7 +1,8 @@
 """Crash-safe, exact resume; out-of-memory splitting; one job per directory.
 
-In-process tests interrupt the runner at a chosen batch on tiny models; the slow tests kill a real
-`run.py` with SIGKILL and SIGTERM and rerun the same command.
+In-process tests run the real runner and store on the deterministic dummy backend (no checkpoint) and
+interrupt it at a chosen batch; the slow tests kill a real `run.py` on the embedded model with SIGKILL
+and SIGTERM and rerun the same command.
 """
 
 import json
@@ -13,28 +14,31 @@ import time
 
 import pandas as pd
 import pytest
-import torch
+from helpers import ROOT, dummy_cfg
 
-from helpers import ROOT, tiny_cfg
-from persona_bench import runner
-from persona_bench.config import ConfigError
-from persona_bench.runner import Interrupted, run
-from persona_bench.store import JobStore
+from persona_bench.backends.dummy import DummyBackend
+from persona_bench.config.errors import ConfigError
+from persona_bench.run.runner import Interrupted, run
+from persona_bench.run.store import JobStore
 
 
 def predictions(out):
     return pd.read_parquet(out / "predictions.parquet")
 
 
-def cfg_for(tiny_model_dir, out, **over):
-    over.setdefault("model__batch_tokens", 200)  # several batches on the tiny grid
-    return tiny_cfg(tiny_model_dir("llama"), "llama", out, scoring__method="cloze", scoring__format="cloze", **over)
+def cfg_for(out, **over):
+    return dummy_cfg(out, scoring__method="cloze", scoring__format="cloze", **over)
+
+
+def backend(**kw):
+    kw.setdefault("batch_tokens", 200)  # several batches on the small grid
+    return DummyBackend(**kw)
 
 
 @pytest.fixture
-def reference(tiny_model_dir, tmp_path):
+def reference(tmp_path):
     out = tmp_path / "reference"
-    run(cfg_for(tiny_model_dir, out))
+    run(cfg_for(out), backend())
     return predictions(out)
 
 
@@ -53,94 +57,82 @@ def interrupt_after(monkeypatch, n_batches, exc):
 
 
 @pytest.mark.parametrize("exc", [Interrupted(signal.SIGTERM), RuntimeError("the machine went away")])
-def test_interrupted_job_resumes_to_exactly_the_uninterrupted_result(tiny_model_dir, tmp_path, monkeypatch,
-                                                                     reference, exc):
+def test_interrupted_job_resumes_to_exactly_the_uninterrupted_result(tmp_path, monkeypatch, reference, exc):
     out = tmp_path / "job"
-    cfg = cfg_for(tiny_model_dir, out)
+    cfg = cfg_for(out)
     interrupt_after(monkeypatch, 3, exc)
     with pytest.raises(type(exc)):
-        run(cfg)
+        run(cfg, backend())
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == ("interrupted" if isinstance(exc, Interrupted) else "failed")
     assert status["n_saved"] == sum(len(pd.read_parquet(p)) for p in (out / "parts").glob("part-*.parquet")) > 0
     assert not (out / "predictions.parquet").exists() and not (out / "summary.json").exists()
 
     monkeypatch.undo()
-    scored = []
-    real = runner.score_batch
-    monkeypatch.setattr(runner, "score_batch", lambda m, reqs, *a: scored.extend(reqs) or real(m, reqs, *a))
-    summary = run(cfg)
-    assert len(scored) == len(reference) - status["n_saved"]  # nothing finished is recomputed
+    again = backend()
+    summary = run(cfg_for(out), again)
+    assert sum(again.calls) == len(reference) - status["n_saved"]  # nothing finished is recomputed
     assert summary["throughput"]["prompts_resumed"] == status["n_saved"]
     pd.testing.assert_frame_equal(predictions(out), reference)  # none lost, none duplicated, same numbers
     assert not (out / "parts").exists()
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
 
 
-def test_complete_job_is_not_rerun_unless_overwrite(tiny_model_dir, tmp_path, monkeypatch, reference, caplog):
+def test_complete_job_is_not_rerun_unless_overwrite(tmp_path, reference, caplog):
     out = tmp_path / "job"
-    run(cfg_for(tiny_model_dir, out))
+    run(cfg_for(out), backend())
     before = (out / "predictions.parquet").stat().st_mtime_ns
-    monkeypatch.setattr(runner, "load_model", lambda *a: pytest.fail("a complete job loaded the model"))
+    idle = backend()
     with caplog.at_level("INFO"):
-        summary = run(cfg_for(tiny_model_dir, out))
+        summary = run(cfg_for(out), idle)
     assert "already complete" in caplog.text and summary["n_prompts"] == len(reference)
-    assert (out / "predictions.parquet").stat().st_mtime_ns == before
-    monkeypatch.undo()
-    run(cfg_for(tiny_model_dir, out, overwrite=True))
+    assert idle.calls == [] and (out / "predictions.parquet").stat().st_mtime_ns == before
+    run(cfg_for(out, overwrite=True), backend())
     assert (out / "predictions.parquet").stat().st_mtime_ns > before
     pd.testing.assert_frame_equal(predictions(out), reference)
 
 
-def test_resume_with_another_batch_budget_keeps_every_prompt_once(tiny_model_dir, tmp_path, monkeypatch, reference):
+def test_resume_with_another_batch_budget_keeps_every_prompt_once(tmp_path, monkeypatch, reference):
     out = tmp_path / "job"
     interrupt_after(monkeypatch, 2, Interrupted(signal.SIGINT))
     with pytest.raises(Interrupted):
-        run(cfg_for(tiny_model_dir, out))
+        run(cfg_for(out), backend())
     monkeypatch.undo()
-    run(cfg_for(tiny_model_dir, out, model__batch_tokens=10_000))  # the budget is not part of the job's identity
+    run(cfg_for(out, model__batch_tokens=10_000), backend(batch_tokens=10_000))  # the budget is not part of the job's identity
     df = predictions(out)
     assert list(df.question_id + df.template + df.role.fillna("")) == list(
         reference.question_id + reference.template + reference.role.fillna(""))
     assert (df.pred == reference.pred).all()
     for a, b in zip(df.label_probs, reference.label_probs):
-        assert list(a) == pytest.approx(list(b), abs=1e-5)
+        assert list(a) == pytest.approx(list(b), abs=1e-12)
 
 
-def test_another_config_in_the_same_directory_is_refused(tiny_model_dir, tmp_path, reference):
+def test_another_config_in_the_same_directory_is_refused(tmp_path, reference):
     out = tmp_path / "job"
-    run(cfg_for(tiny_model_dir, out))
+    run(cfg_for(out), backend())
     with pytest.raises(ConfigError, match=r"holds results of another config .*differing keys: .*role_set\.names"):
-        run(cfg_for(tiny_model_dir, out, role_set__names=["doctor"]))
+        run(cfg_for(out, role_set__names=["doctor"]), backend())
 
 
-def test_a_directory_in_use_is_refused(tiny_model_dir, tmp_path):
+def test_a_directory_in_use_is_refused(tmp_path):
     out = tmp_path / "job"
-    cfg = cfg_for(tiny_model_dir, out)
+    cfg = cfg_for(out)
     holder = JobStore(out)
     holder.open(cfg)
     try:
         with pytest.raises(ConfigError, match="in use by another running process"):
-            run(cfg)
+            run(cfg, backend())
     finally:
         holder.close()
 
 
-def test_out_of_memory_splits_the_batch_and_loses_nothing(tiny_model_dir, tmp_path, monkeypatch, reference, caplog):
-    real = runner.score_batch
-    calls = []
-
-    def score_batch(model, reqs, *args):
-        calls.append(len(reqs))
-        if len(reqs) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(model, reqs, *args)
-
-    monkeypatch.setattr(runner, "score_batch", score_batch)
+def test_out_of_memory_splits_the_batch_and_loses_nothing(tmp_path, reference, caplog):
     out = tmp_path / "job"
+    oom = backend(batch_tokens=10_000, oom_rows=2)  # any batch of more than 2 prompts runs out of memory
     with caplog.at_level("WARNING"):
-        summary = run(cfg_for(tiny_model_dir, out, model__batch_tokens=10_000))
+        summary = run(cfg_for(out), oom)
     assert "out of memory on a batch" in caplog.text
+    calls = oom.calls
     assert max(calls) > 2 and summary["throughput"]["batch_tokens"] < 10_000
     df = predictions(out)
     assert len(df) == len(reference) and (df.pred == reference.pred).all()
@@ -148,13 +140,9 @@ def test_out_of_memory_splits_the_batch_and_loses_nothing(tiny_model_dir, tmp_pa
     assert len(ooms) <= 5 and len(calls) - ooms[-1] > 5  # the budget adapts once, then holds for the rest of the job
 
 
-def test_an_oom_on_a_single_prompt_is_a_clear_error(tiny_model_dir, tmp_path, monkeypatch):
-    def oom(*args):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
-
-    monkeypatch.setattr(runner, "score_batch", oom)
+def test_an_oom_on_a_single_prompt_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not fit in memory"):
-        run(cfg_for(tiny_model_dir, tmp_path / "job", model__batch_tokens=1))
+        run(cfg_for(tmp_path / "job"), backend(batch_tokens=1, oom_rows=0))
 
 
 # -- real run.py processes, killed and rerun ---------------------------------------------------------------

@@ -3,10 +3,11 @@
 import csv
 
 import pytest
-
 from helpers import SHARED, compose_cfg
-from persona_bench.config import ConfigError, RoleConfig, RoleSetConfig
-from persona_bench.roles import build_roles
+
+from persona_bench.config.errors import ConfigError
+from persona_bench.config.schema import RoleConfig, RoleSetConfig
+from persona_bench.inputs.roles import build_roles
 
 CATEGORY = {"family": "family", "romantic": "romantic", "school": "school", "social": "social", "work": "work",
             "AI": "ai", "other occupations": "occupation"}

@@ -7,9 +7,9 @@ import sys
 
 import pandas as pd
 import pytest
-
 from helpers import ROOT, tiny_cfg
-from persona_bench.runner import run
+
+from persona_bench.run.runner import run
 
 COLUMNS = {"model", "question_id", "subject", "role", "role_category", "gender", "template", "placement", "prompt",
            "scoring", "label_probs", "choices", "pred", "answer", "correct"}

@@ -4,10 +4,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from persona_bench.data import make_question
-from persona_bench.prompts import continuation, question_body
-from persona_bench.runner import make_batches
-from persona_bench.scoring import LabelResolver, Request, TokenizationError, option_groups, score_batch, suffix_ids
+from persona_bench.backends.hf import score_batch
+from persona_bench.inputs.prompts import continuation, question_body
+from persona_bench.inputs.questions import make_question
+from persona_bench.run.batching import make_batches
+from persona_bench.scoring.cloze import option_groups
+from persona_bench.scoring.requests import Request, TokenizationError
+from persona_bench.scoring.tokens import LabelResolver, suffix_ids
 
 QUESTIONS = [
     make_question("s", "Which organelle makes ATP in the cell?", ["Nucleus", "Mitochondrion", "Ribosome", "Golgi body"], 1),
@@ -103,27 +106,23 @@ def test_multi_token_label_is_refused(tiny_model_dir):
 
 
 def test_batches_are_longest_first_within_budget():
-    class It:
-        def __init__(self, n):
-            self.request = Request(list(range(n)))
-    items = [It(n) for n in (5, 50, 20, 50, 7)]
-    batches = make_batches(items, budget=100)
+    reqs = [Request(list(range(n))) for n in (5, 50, 20, 50, 7)]
+    batches = make_batches(reqs, budget=100)
     assert batches[0] == [1, 3] and sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
     for b in batches:
-        assert len(b) * max(len(items[i].request.prompt_ids) for i in b) <= 100
+        assert len(b) * max(len(reqs[i].prompt_ids) for i in b) <= 100
 
 
 def test_cloze_batches_sort_by_prompt_and_count_option_rows():
-    class It:
-        def __init__(self, n, opts):
-            self.request = Request(list(range(n)), option_ids=[list(range(k)) for k in opts])
+    def req(n, opts):
+        return Request(list(range(n)), option_ids=[list(range(k)) for k in opts])
     # prompt lengths 30, 10, 29, 11 with options of different lengths: the long prompts go together
-    items = [It(30, [2, 2]), It(10, [20, 20]), It(29, [1, 1]), It(11, [3, 3])]
-    batches = make_batches(items, budget=100)
+    reqs = [req(30, [2, 2]), req(10, [20, 20]), req(29, [1, 1]), req(11, [3, 3])]
+    batches = make_batches(reqs, budget=100)
     assert batches == [[0, 2], [3, 1]]
     for b in batches:  # rows x widest prompt + each row's option rows (options x longest option)
-        width = max(len(items[i].request.prompt_ids) for i in b)
-        opts = sum(len(items[i].request.option_ids) * max(map(len, items[i].request.option_ids)) for i in b)
+        width = max(len(reqs[i].prompt_ids) for i in b)
+        opts = sum(len(reqs[i].option_ids) * max(map(len, reqs[i].option_ids)) for i in b)
         assert len(b) * width + opts <= 100
 
 
@@ -136,8 +135,10 @@ def test_option_groups_keep_padding_small():
 def test_embedded_model_cloze_equals_naive_reference():
     """Gemma 3's sliding-window cache and 262k-token head through the same cached path."""
     from helpers import compose_cfg
-    from persona_bench.data import default_cache_dir, load_questions
-    from persona_bench.models import load_model
+
+    from persona_bench.config.schema import default_cache_dir
+    from persona_bench.inputs.dataset import load_questions
+    from persona_bench.models.loading import load_model
 
     cfg = compose_cfg(["model.dtype=fp32"])
     model, tok, _ = load_model(cfg.model, "cpu", default_cache_dir())
@@ -171,14 +172,14 @@ class _PrefixSensitiveTokenizer:
 
 
 def _items(prompts, choices):
-    from persona_bench.runner import Item
+    from persona_bench.run.items import Item
 
     tok = _PrefixSensitiveTokenizer()
     return [Item(None, None, None, p, Request(tok(p)["input_ids"]), list(choices)) for p in prompts]
 
 
 def test_option_tokens_are_shared_per_question_and_checked():
-    from persona_bench.runner import option_tokens
+    from persona_bench.run.items import option_tokens
 
     tok = _PrefixSensitiveTokenizer()
     body = "Q: 2+2?\nAnswer:"
@@ -233,10 +234,10 @@ def test_packed_cloze_equals_reference_with_sliding_windows(window):
 def test_packing_falls_back_to_the_cache_when_the_mask_is_not_honoured(monkeypatch, caplog):
     """A model (or transformers version) whose attention ignores the packed mask fails the once-per-model
     check against the cached path: scoring warns and goes on through the shared prompt cache."""
-    import persona_bench.scoring as scoring
+    import persona_bench.scoring.cloze as cloze
 
     model = _tiny_gemma3(64)
-    monkeypatch.setattr(scoring, "_packed_masks", lambda model, seg, pos: None)  # plain causal attention over the row
+    monkeypatch.setattr(cloze, "_packed_masks", lambda model, seg, pos: None)  # plain causal attention over the row
     reqs = _random_requests(5, seed=2)
     with caplog.at_level("WARNING"):
         got = score_batch(model, reqs, "causal", "cloze", 0, "sum")
@@ -248,14 +249,13 @@ def test_packing_falls_back_to_the_cache_when_the_mask_is_not_honoured(monkeypat
 def test_packed_batches_count_whole_rows():
     """Causal cloze batches (packed=True) sort by packed row length (prompt plus every option but its
     last token) and cost rows x their widest row."""
-    from persona_bench.scoring import packed_length
+    from persona_bench.scoring.cloze import packed_length
 
-    class It:
-        def __init__(self, n, opts):
-            self.request = Request(list(range(n)), option_ids=[list(range(k)) for k in opts])
-    items = [It(30, [2, 2]), It(10, [20, 20]), It(29, [1, 1]), It(11, [3, 3])]
-    assert [packed_length(it.request) for it in items] == [32, 48, 29, 15]
-    batches = make_batches(items, budget=70, packed=True)
+    def req(n, opts):
+        return Request(list(range(n)), option_ids=[list(range(k)) for k in opts])
+    reqs = [req(30, [2, 2]), req(10, [20, 20]), req(29, [1, 1]), req(11, [3, 3])]
+    assert [packed_length(r) for r in reqs] == [32, 48, 29, 15]
+    batches = make_batches(reqs, budget=70, packed=True)
     assert batches == [[1], [0, 2], [3]]
     for b in batches:
-        assert len(b) * max(packed_length(items[i].request) for i in b) <= 70
+        assert len(b) * max(packed_length(reqs[i]) for i in b) <= 70

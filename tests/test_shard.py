@@ -17,13 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import CONF, ROOT, compose_cfg, tiny_cfg
 from hydra import compose, initialize_config_dir
 
-from helpers import CONF, ROOT, compose_cfg, tiny_cfg
-from persona_bench import runner, shard
-from persona_bench.config import ConfigError, config_id, job_identity
-from persona_bench.data import make_question
-from persona_bench.results import load_runs
+from persona_bench.analysis.runs import load_runs
+from persona_bench.config.errors import ConfigError
+from persona_bench.config.job_id import config_id, job_identity
+from persona_bench.inputs import shards as shard
+from persona_bench.inputs.questions import make_question
+from persona_bench.run import runner
 
 KEY = ["question_id", "template", "role"]
 SUBJECTS = ("anatomy", "astronomy", "virology")
@@ -191,7 +193,8 @@ def test_the_report_reads_the_shards_as_one_run_and_names_missing_ones(sharded, 
     assert part.warnings[0] in caplog.text
     assert part.predictions["tiny_llama"].question_id.nunique() == n
     # ... and the report itself says so, in report.json and at the top of report.html
-    from persona_bench.report import Options, write_report
+    from persona_bench.report.analyse import Options
+    from persona_bench.report.write import write_report
 
     write_report([tmp_path], tmp_path / "report", Options(n_boot=50, seed=0, similarity=False))
     doc = json.loads((tmp_path / "report" / "report.json").read_text())

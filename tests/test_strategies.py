@@ -3,15 +3,12 @@ uses the real MiniLM)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import BagOfWords
 
-from persona_bench import strategies as S
-
+from persona_bench.analysis import strategies as S
 
 SPLITS = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
 

@@ -21,17 +21,26 @@ import pytest
 
 wandb = pytest.importorskip("wandb")
 
-from persona_bench.config import TrackingConfig  # noqa: E402
-from persona_bench.summary import accuracy_summary  # noqa: E402
-from persona_bench.tracking import (  # noqa: E402
-    PER_ROLE_COLUMNS, REDACTED, RUN_ID_FILE, Tracker, WandbTracker, artifact_name, make_tracker, redact,
-    resolve_mode, secret_name,
-)
 from wandb_records import read_wandb_offline  # noqa: E402  (tests/ is on sys.path: conftest.py)
+
+from persona_bench.analysis.summary import accuracy_summary  # noqa: E402
+from persona_bench.config.schema import TrackingConfig  # noqa: E402
+from persona_bench.run.tracking import (
+    PER_ROLE_COLUMNS,
+    REDACTED,
+    RUN_ID_FILE,
+    Tracker,
+    WandbTracker,
+    artifact_name,
+    make_tracker,
+    redact,
+    resolve_mode,
+    secret_name,
+)
 
 FAKE_KEY = "fake0wandb0key0" + "x" * 25  # the shape of a W&B key; never valid
 HF_SECRET = "hf_FAKEtokenVALUE1234567890"
-LOGGER = "persona_bench.tracking"
+LOGGER = "persona_bench.run.tracking"
 
 
 @pytest.fixture

@@ -239,7 +239,16 @@ _ALPHABET = [chr(c) for c in range(33, 127)]  # printable ASCII; spaces become "
 
 
 def _train_backend(arch: str):
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     specials = list(_SPECIALS[arch])
     corpus = _corpus()
@@ -429,7 +438,13 @@ def build_tiny_model(arch: str, out_dir: Path, chat_template: str | None = None,
     byte-identical weights and tokenizer files.
     """
     import torch
-    from transformers import AutoTokenizer, GenerationConfig, LlamaForCausalLM, OPTForCausalLM, T5ForConditionalGeneration
+    from transformers import (
+        AutoTokenizer,
+        GenerationConfig,
+        LlamaForCausalLM,
+        OPTForCausalLM,
+        T5ForConditionalGeneration,
+    )
 
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")

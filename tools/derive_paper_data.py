@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from persona_bench.identity import content_hash  # noqa: E402
+from persona_bench.inputs.questions import content_hash  # noqa: E402
 
 OPTS = ["option1", "option2", "option3", "option4"]
 CATEGORY = {"family": "family", "romantic": "romantic", "school": "school", "social": "social",

@@ -1,0 +1,355 @@
+"""Persona-selection strategies (paper, section 6): can one pick, before answering, a persona that helps?
+
+Each strategy picks a persona (or the control) for every question using the TRAIN questions (and VAL
+for the classifier's regularisation), and is scored on the TEST questions against the control on the
+same questions:
+
+  random            a persona drawn uniformly per question; mean over n_seeds draws (sd = spread)
+  best_on_train     the persona with the best train accuracy
+  best_per_subject  per subject, the persona with the best train accuracy on that subject
+  best_in_domain    per subject, the best (train) of the personas whose in_domain is true for it;
+                    subjects with no in-domain persona fall back to the control
+  most_similar      the persona whose sentence is most similar (MiniLM cosine) to the question
+  classifier        per persona, a logistic regression from the question's MiniLM embedding to
+                    "this persona answers correctly" (train; C chosen on val); the persona with the
+                    highest predicted probability
+  majority_vote     the answer most personas predict (no single persona; ties: see majority_vote)
+  model_pick/<t>    (runs with self_pick.parquet) the role the model itself picked for the question, under
+                    template t; a question whose pick is unparsed, missing, or not a persona of the grid
+                    under t gets the control
+  oracle            correct when any persona (or the control) is correct: the upper bound
+
+Split: the `split` column (the paper's train/val/test sample). A question whose split is missing
+gets one from a hash of its question_id: sha256 -> first 8 hex digits / 16**8 in [0, 1): < 0.6 train,
+< 0.8 val, else test (60/20/20, the same on every machine and run).
+
+Columns of evaluate_strategies: strategy, accuracy, control_accuracy, delta, ci_low, ci_high (paired
+bootstrap over test questions, 95%), mcnemar_p (exact, vs control), n_test, spread (sd of accuracy
+over the random draws; None for deterministic strategies), detail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Mapping, Optional
+
+import numpy as np
+import pandas as pd
+
+from persona_bench.outputs import CONTROL
+
+SPLIT_SHARES = (0.6, 0.2)  # train, val; the rest is test
+C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # inverse L2 regularisation of the classifier, chosen on val
+COLUMNS = ["strategy", "accuracy", "control_accuracy", "delta", "ci_low", "ci_high", "mcnemar_p", "n_test",
+           "spread", "detail"]
+
+
+def hash_split(question_id: str) -> str:
+    """train/val/test by a hash of the question id (60/20/20); deterministic."""
+    u = int(hashlib.sha256(str(question_id).encode()).hexdigest()[:8], 16) / 16 ** 8
+    return "train" if u < SPLIT_SHARES[0] else "val" if u < sum(SPLIT_SHARES) else "test"
+
+
+class Grid:
+    """One model's predictions as matrices over (question, persona). Personas: (template, role) pairs,
+    sorted; questions: sorted by question_id. Personas that lack a row for some question are dropped
+    (listed in `dropped`)."""
+
+    def __init__(self, df: pd.DataFrame):
+        if "model" in df.columns and df["model"].nunique() > 1:
+            raise ValueError(f"predictions of {df['model'].nunique()} models: pass one model's rows")
+        ctrl = df[df["template"] == CONTROL].set_index("question_id").sort_index()
+        if ctrl.index.duplicated().any():
+            raise ValueError("more than one control row per question")
+        self.qids = ctrl.index
+        self.subject = ctrl["subject"].to_numpy()
+        self.answer = ctrl["answer"].to_numpy()
+        self.control = ctrl["correct"].to_numpy(bool)
+        self.control_pred = ctrl["pred"].to_numpy()
+        split = ctrl["split"] if "split" in ctrl.columns else pd.Series(None, index=ctrl.index, dtype=object)
+        self.split_from_hash = int(split.isna().sum())
+        self.split = np.array([s if isinstance(s, str) and s else hash_split(q) for q, s in split.items()])
+        p = df[df["template"] != CONTROL]
+        full = p.groupby(["template", "role"]).question_id.nunique()
+        keep = full[full == len(self.qids)].index
+        self.dropped = [f"{t}/{r}" for t, r in full.index if (t, r) not in set(keep)]
+        self.personas = sorted(keep)
+        self.names = [f"{t}/{r}" for t, r in self.personas]
+        p = p.set_index(["template", "role"]).loc[self.personas].reset_index()
+
+        def pivot(col):
+            m = p.set_index(["question_id", "template", "role"])[col].astype(object).unstack(["template", "role"])
+            return m.reindex(index=self.qids, columns=pd.MultiIndex.from_tuples(self.personas))
+
+        self.correct = pivot("correct").to_numpy(dtype=float).astype(bool)
+        self.pred = pivot("pred").to_numpy(dtype=float).astype(int)
+        ind = pivot("in_domain") if "in_domain" in p.columns else None
+        self.in_domain = (ind.map(lambda v: isinstance(v, (bool, np.bool_)) and bool(v)).to_numpy(dtype=bool) if ind is not None
+                          else np.zeros_like(self.correct))
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.split == name
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact (binomial) McNemar p, two-sided, for paired binary outcomes; 1.0 with no discordant pair."""
+    from persona_bench.analysis.effects import mcnemar_p
+
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    return float(mcnemar_p((a & ~b).sum(), (~a & b).sum()))
+
+
+def _r(x) -> Optional[float]:
+    return None if x is None or not np.isfinite(x) else round(float(x), 6)
+
+
+# --------------------------------------------------------------------------- strategies
+# Each returns (per test question correctness: bool or, for random, the mean over draws, detail).
+
+
+def _best(acc: np.ndarray, tiebreak: Optional[np.ndarray] = None, allowed: Optional[np.ndarray] = None) -> int:
+    """Index of the highest `acc` among `allowed`; ties by `tiebreak` (higher first), then persona order."""
+    acc = np.where(allowed, acc, -np.inf) if allowed is not None else acc
+    tb = np.zeros_like(acc) if tiebreak is None else np.nan_to_num(tiebreak, nan=-1.0)
+    return int(np.lexsort((np.arange(len(acc)), -tb, -np.nan_to_num(acc, nan=-1.0)))[0])
+
+
+def _train_acc(g: Grid, rows: np.ndarray) -> np.ndarray:
+    return g.correct[rows].mean(axis=0) if rows.any() else np.full(len(g.personas), np.nan)
+
+
+def best_on_train(g: Grid, test: np.ndarray):
+    acc = _train_acc(g, g.mask("train"))
+    k = _best(acc)
+    return g.correct[test, k], f"{g.names[k]} (train accuracy {acc[k]:.3f} on {int(g.mask('train').sum())} questions)"
+
+
+def best_per_subject(g: Grid, test: np.ndarray, in_domain_only: bool = False):
+    train = g.mask("train")
+    overall = _train_acc(g, train)
+    choice: dict[str, Optional[int]] = {}
+    for s in sorted(set(g.subject[test])):
+        rows = train & (g.subject == s)
+        allowed = None
+        if in_domain_only:
+            allowed = g.in_domain[g.subject == s].any(axis=0)
+            if not allowed.any():
+                choice[s] = None  # no in-domain persona: the control
+                continue
+        acc = _train_acc(g, rows) if rows.any() else overall  # no train question: overall train accuracy
+        choice[s] = _best(acc, overall, allowed)
+    out = np.array([g.control[i] if choice[g.subject[i]] is None else g.correct[i, choice[g.subject[i]]]
+                    for i in np.flatnonzero(test)], dtype=bool)
+    picked = sorted({g.names[k] for k in choice.values() if k is not None})
+    n_ctrl = sum(k is None for k in choice.values())
+    detail = f"{len(choice)} test subjects; personas used: {', '.join(picked) or 'none'}"
+    if in_domain_only:
+        detail += f"; {n_ctrl} subject(s) without an in-domain persona use the control"
+    return out, detail
+
+
+def random_persona(g: Grid, test: np.ndarray, n_seeds: int, seed: int):
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(test)
+    draws = np.stack([g.correct[idx, rng.integers(0, len(g.personas), len(idx))] for _ in range(n_seeds)])
+    return draws, f"uniform persona per question, {n_seeds} draws"
+
+
+def most_similar(g: Grid, test: np.ndarray, sim: np.ndarray):
+    """sim: (persona, question) cosine in Grid order. Ties: the first persona."""
+    k = sim[:, test].argmax(axis=0)
+    idx = np.flatnonzero(test)
+    counts = pd.Series([g.names[j] for j in k]).value_counts()
+    top = ", ".join(f"{n} ({c})" for n, c in counts.head(3).items())
+    return g.correct[idx, k], f"most chosen: {top}"
+
+
+def fit_logistic_path(x: np.ndarray, y: np.ndarray, cs=C_GRID) -> list[tuple[np.ndarray, np.ndarray]]:
+    """L2 logistic regressions of every column of y (n x K, 0/1) on x (n x d), all K at once, for each C
+    in `cs` (ascending, each fit warm-started from the previous): the objective of scikit-learn's
+    LogisticRegression(C), 0.5*|w|^2 + C * sum of log losses with an unpenalised intercept, summed over
+    the K separable problems and minimised by one L-BFGS. Returns [(W d x K, b K)] per C.
+    One joint fit of 324 personas takes about a second where 324 scikit-learn fits per C took minutes."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    n, d = x.shape
+    k = y.shape[1]
+    y = y.astype(float)
+    theta = np.zeros((d + 1) * k)
+    out = []
+    for c in cs:
+        def loss_grad(t):
+            w, b = t[: d * k].reshape(d, k), t[d * k:]
+            z = x @ w + b
+            loss = np.logaddexp(0, z) - y * z  # -log p(y | z), stable
+            r = c * (expit(z) - y)
+            grad = np.concatenate([(x.T @ r + w).ravel(), r.sum(axis=0)])
+            return c * loss.sum() + 0.5 * float((w * w).sum()), grad
+
+        res = minimize(loss_grad, theta, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-6})
+        theta = res.x
+        out.append((theta[: d * k].reshape(d, k).copy(), theta[d * k:].copy()))
+    return out
+
+
+def classifier(g: Grid, test: np.ndarray, x: np.ndarray, seed: int = 0):
+    """One L2 logistic regression per persona (question embedding -> correct), fit on train (all
+    personas in one joint fit, `fit_logistic_path`); C from C_GRID by the val accuracy of the resulting
+    choice (ties: the smaller C). A persona whose train correctness is constant gets that constant
+    train rate as its probability."""
+    from scipy.special import expit
+
+    train, val = g.mask("train"), g.mask("val")
+    if not train.any():
+        raise ValueError("the classifier needs train questions")
+    y = g.correct[train]
+    const = y.min(axis=0) == y.max(axis=0)
+    path = np.empty((len(C_GRID), len(g.qids), len(g.personas)))
+    path[:, :, const] = y[0, const].astype(float)
+    if (~const).any():
+        for i, (w, b) in enumerate(fit_logistic_path(x[train], y[:, ~const], C_GRID)):
+            path[i][:, ~const] = expit(x @ w + b)
+
+    def probs(c: float) -> np.ndarray:
+        return path[C_GRID.index(c)]
+
+    def choice_acc(p: np.ndarray, rows: np.ndarray) -> float:
+        idx = np.flatnonzero(rows)
+        return float(g.correct[idx, p[idx].argmax(axis=1)].mean())
+
+    if val.any():
+        scored = [(choice_acc(p := probs(c), val), c, p) for c in C_GRID]
+        best_val = max(s[0] for s in scored)
+        acc_val, c, p = next(s for s in scored if s[0] == best_val)
+        how = f"C={c:g} chosen on {int(val.sum())} val questions (val accuracy {acc_val:.3f})"
+    else:
+        c, p = 1.0, probs(1.0)
+        how = "C=1 (no val questions)"
+    idx = np.flatnonzero(test)
+    k = p[idx].argmax(axis=1)
+    n_const = int((y.min(axis=0) == y.max(axis=0)).sum())
+    counts = pd.Series([g.names[j] for j in k]).value_counts()
+    top = ", ".join(f"{n} ({cnt})" for n, cnt in counts.head(3).items())
+    return g.correct[idx, k], f"{how}; {n_const} persona(s) constant on train; most chosen: {top}"
+
+
+def majority_vote(g: Grid, test: np.ndarray):
+    """The answer most personas predict. Ties: the control's answer if it is among the tied, else the
+    lowest option index. Unreadable generated answers (pred -1) do not vote; with no vote at all, the
+    question counts as wrong."""
+    idx = np.flatnonzero(test)
+    out = np.empty(len(idx), dtype=bool)
+    n_ties = 0
+    for n, i in enumerate(idx):
+        votes = g.pred[i][g.pred[i] >= 0]
+        if not len(votes):
+            out[n] = False
+            continue
+        vals, counts = np.unique(votes, return_counts=True)
+        tied = vals[counts == counts.max()]
+        if len(tied) > 1:
+            n_ties += 1
+        vote = g.control_pred[i] if g.control_pred[i] in tied else tied.min()
+        out[n] = vote == g.answer[i]
+    return out, (f"answer predicted by most of {len(g.personas)} personas; {n_ties} tie(s), broken by the "
+                 "control's answer if tied, else the lowest option index")
+
+
+def model_pick(g: Grid, test: np.ndarray, template: str, picks: Mapping[str, Optional[str]]):
+    """Per test question, persona (template, the role the model picked for it); the control where the pick
+    is unparsed (None), missing, or not a persona of the grid under `template`."""
+    idx = np.flatnonzero(test)
+    column = {r: k for k, (t, r) in enumerate(g.personas) if t == template}
+    chosen = [picks.get(q) for q in g.qids[idx]]
+    k = np.array([column.get(r, -1) if isinstance(r, str) else -1 for r in chosen])
+    usable = k >= 0
+    out = np.where(usable, g.correct[idx, np.maximum(k, 0)], g.control[idx])
+    n_missing = sum(q not in picks for q in g.qids[idx])
+    named = pd.Series([r for r in chosen if isinstance(r, str)], dtype=object)
+    used = named[named.isin(list(column))].value_counts()
+    top = f"most picked: {used.index[0]} ({int(used.iloc[0])})" if len(used) else "no usable pick"
+    return out, (f"{len(named)} of {len(idx)} test questions have a parsed pick ({n_missing} without a pick row), "
+                 f"{int(usable.sum())} name a role of the grid under {template} ({len(used)} distinct roles; {top}); "
+                 "the other questions use the control")
+
+
+def oracle(g: Grid, test: np.ndarray):
+    idx = np.flatnonzero(test)
+    return g.correct[idx].any(axis=1) | g.control[idx], "correct if any persona or the control is (upper bound)"
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _similarity(g: Grid, texts: pd.DataFrame, df: pd.DataFrame, encoder) -> tuple[np.ndarray, np.ndarray]:
+    """(persona x question cosine in Grid order, question embeddings)."""
+    from persona_bench.analysis.mechanisms import embed, question_texts
+
+    t = texts.set_index(["template", "role"])["text"]
+    missing = [n for p, n in zip(g.personas, g.names) if p not in t.index]
+    if missing:
+        raise ValueError(f"texts has no sentence for persona(s) {', '.join(missing)}")
+    q = question_texts(df).reindex(g.qids)
+    vec = embed([t[p] for p in g.personas] + list(q.values), encoder)
+    pv, qv = vec[: len(g.personas)], vec[len(g.personas):]
+    return pv @ qv.T, qv
+
+
+def evaluate_strategies(df: pd.DataFrame, texts: pd.DataFrame, n_seeds: int = 20, n_boot: int = 2000,
+                        seed: int = 0, encoder=None, use_similarity: bool = True,
+                        picks: Optional[Mapping[str, Optional[str]]] = None) -> pd.DataFrame:
+    """Every strategy scored on the test questions (see the module docstring for the columns).
+
+    df: one model's predictions; texts: (template, role, text), e.g. mechanisms.persona_texts;
+    encoder: sentence encoder for mechanisms.embed (None = MiniLM); use_similarity=False leaves out the
+    two strategies that need sentence embeddings (most_similar, classifier) and loads no encoder;
+    picks: question_id -> the role the model picked for itself (None: unparsed), e.g. from a run's
+    self_pick.parquet; adds a model_pick/<template> row per persona template."""
+    if n_seeds < 1:
+        raise ValueError("n_seeds must be >= 1")
+    g = Grid(df)
+    if not g.personas:
+        raise ValueError("no persona has a row for every question")
+    test = g.mask("test")
+    if not test.any():
+        raise ValueError("no test questions")
+    sim, qv = _similarity(g, texts, df, encoder) if use_similarity else (None, None)
+    ctrl = g.control[test].astype(float)
+    boot = np.random.default_rng(seed).integers(0, int(test.sum()), size=(n_boot, int(test.sum())))
+    note = f" [split of {g.split_from_hash} question(s) from the question_id hash]" if g.split_from_hash else ""
+
+    def row(name, correct, detail, spread=None, p=None):
+        s = np.asarray(correct, dtype=float)
+        d = s[boot].mean(axis=1) - ctrl[boot].mean(axis=1)
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        return {"strategy": name, "accuracy": _r(s.mean()), "control_accuracy": _r(ctrl.mean()),
+                "delta": _r(s.mean() - ctrl.mean()), "ci_low": _r(lo), "ci_high": _r(hi),
+                "mcnemar_p": _r(mcnemar_exact(s.astype(bool), ctrl.astype(bool)) if p is None else p),
+                "n_test": int(test.sum()), "spread": _r(spread) if spread is not None else None,
+                "detail": detail + note}
+
+    draws, detail = random_persona(g, test, n_seeds, seed)
+    accs = draws.mean(axis=1)
+    p_med = float(np.median([mcnemar_exact(d, g.control[test]) for d in draws]))
+    rows = [row("random", draws.mean(axis=0), f"{detail}; accuracy {accs.min():.3f} to {accs.max():.3f}; "
+                "CI on the per-question mean over draws; McNemar p: median over draws", spread=accs.std(ddof=1)
+                if n_seeds > 1 else 0.0, p=p_med)]
+    rows.append(row("best_on_train", *best_on_train(g, test)))
+    rows.append(row("best_per_subject", *best_per_subject(g, test)))
+    rows.append(row("best_in_domain", *best_per_subject(g, test, in_domain_only=True)))
+    if use_similarity:
+        rows.append(row("most_similar", *most_similar(g, test, sim)))
+        rows.append(row("classifier", *classifier(g, test, qv, seed)))
+    rows.append(row("majority_vote", *majority_vote(g, test)))
+    if picks is not None:
+        for t in dict.fromkeys(t for t, _ in g.personas):
+            rows.append(row(f"model_pick/{t}", *model_pick(g, test, t, picks)))
+    rows.append(row("oracle", *oracle(g, test)))
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    if g.dropped:
+        out.attrs["dropped_personas"] = g.dropped
+    return out

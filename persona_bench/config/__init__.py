@@ -1,0 +1,54 @@
+"""Configuration: the typed schema of every config group (Hydra's ConfigStore), value checks, the
+job's identity, and the errors a user can fix.
+
+    register()        the schema as `schema` in Hydra's ConfigStore, and the resolvers naming run folders
+    validate(cfg)     every value check that needs no weights and no network
+    config_id(cfg)    8 hex digits naming a job by the config keys that decide its results
+
+Importing this package does not import Hydra or torch.
+"""
+
+from __future__ import annotations
+
+from persona_bench.config.errors import (
+    ConfigError,
+    Unavailable,
+    UserError,
+    did_you_mean,
+)
+from persona_bench.config.job_id import config_id, job_identity, shard_suffix
+from persona_bench.config.schema import (
+    Config,
+    DatasetConfig,
+    GenerateConfig,
+    ModelConfig,
+    ReportConfig,
+    RoleConfig,
+    RoleSetConfig,
+    ScoringConfig,
+    ShardConfig,
+    TemplateConfig,
+    TrackingConfig,
+    default_cache_dir,
+)
+from persona_bench.config.validate import resolved_scoring, validate
+
+__all__ = ["Config", "ConfigError", "DatasetConfig", "GenerateConfig", "ModelConfig", "ReportConfig", "RoleConfig",
+           "RoleSetConfig", "ScoringConfig", "ShardConfig", "TemplateConfig", "TrackingConfig", "Unavailable", "UserError",
+           "config_id", "default_cache_dir", "did_you_mean", "job_identity", "register", "resolved_scoring",
+           "shard_suffix", "validate"]
+
+
+def register() -> None:
+    """Register the schema as `schema` in Hydra's ConfigStore, and the resolvers that conf/hydra/default.yaml
+    uses to name run directories after the job's identity: `${config_id:}` (the whole job's id, shared by
+    its shards) and `${shard_suffix:}` ('-shard<i>of<n>', or '' when unsharded)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    ConfigStore.instance().store(name="schema", node=Config)
+    if not OmegaConf.has_resolver("config_id"):
+        OmegaConf.register_new_resolver("config_id", lambda *, _root_: config_id(_root_, shard=False))
+    if not OmegaConf.has_resolver("shard_suffix"):
+        OmegaConf.register_new_resolver("shard_suffix",
+                                        lambda *, _root_: shard_suffix(_root_.shard.index, _root_.shard.count))

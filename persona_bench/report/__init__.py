@@ -1,0 +1,16 @@
+"""The report: the paper's questions answered for one or many runs, from saved results only
+(report.json, report.html, figures/). The evaluated model is never loaded here.
+
+    python -m persona_bench.report RUN_DIR [RUN_DIR ...] [--out DIR]
+    write_report([run_dir], out, Options(n_boot=2000, seed=0, similarity=True))
+
+analyse.py computes every table; figures.py draws; html.py renders the page; write.py writes the
+files and holds the command line.
+"""
+
+from __future__ import annotations
+
+from persona_bench.report.analyse import Options
+from persona_bench.report.write import main, write_report
+
+__all__ = ["Options", "main", "write_report"]

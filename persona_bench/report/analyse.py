@@ -1,0 +1,141 @@
+"""Everything the report says, computed from saved runs: per model and across models, as one dict."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from persona_bench.analysis import compare, effects, mechanisms, strategies
+from persona_bench.analysis.runs import Results
+from persona_bench.analysis.summary import (
+    generation_summary,
+    parse_failures,
+    unparsed_examples,
+)
+from persona_bench.inputs.roles import persona_texts
+from persona_bench.outputs import CONTROL
+
+MEASURES = {  # mechanism column -> axis label
+    "log10_wordfreq": "role word frequency (log10, wordfreq)",
+    "log10_ngram_frequency": "role n-gram frequency (log10, paper)",
+    "similarity": "prompt-question similarity (MiniLM cosine)",
+    "log_perplexity": "persona prompt log perplexity (evaluated model)",
+}
+
+
+@dataclass
+class Options:
+    n_boot: int = 2000  # paired bootstrap resamples
+    seed: int = 0
+    similarity: bool = True  # MiniLM prompt-question similarity and the strategies that need it
+
+
+def _mechanism_points(personas: pd.DataFrame, roles: list[dict], texts: pd.DataFrame, df: pd.DataFrame,
+                      perplexity: Optional[pd.DataFrame], opts: Options) -> pd.DataFrame:
+    """One row per persona: its delta and every mechanism measure that could be computed."""
+    pts = personas[["template", "role", "accuracy", "delta"]].copy()
+    freq = mechanisms.role_frequencies(roles)
+    zipf = pd.to_numeric(freq["wordfreq_zipf"], errors="coerce")
+    ngram = pd.to_numeric(freq["ngram_frequency"], errors="coerce")
+    freq = freq.assign(log10_wordfreq=(zipf - 9).where(zipf > 0),  # Zipf = log10(frequency per billion words)
+                       log10_ngram_frequency=np.log10(ngram.where(ngram > 0)))
+    pts = pts.merge(freq[["role", "wordfreq_zipf", "log10_wordfreq", "ngram_frequency", "log10_ngram_frequency"]],
+                    on="role", how="left")
+    if opts.similarity:
+        pts = pts.merge(mechanisms.similarity(df, texts), on=["template", "role"], how="left")
+    if perplexity is not None and len(perplexity):
+        ppl = perplexity[["template", "role", "perplexity"]].copy()
+        ppl["log_perplexity"] = np.log(ppl["perplexity"].astype(float))
+        pts = pts.merge(ppl, on=["template", "role"], how="left")
+    return pts
+
+
+def analyse_model(df: pd.DataFrame, results: Results, model: str, opts: Options) -> dict:
+    started = time.perf_counter()
+    out = effects.analyse(df, n_boot=opts.n_boot, seed=opts.seed)
+    used = sorted(df.loc[df["template"] != CONTROL, "role"].dropna().unique())
+    roles = (results.roles[results.roles["name"].isin(used)] if len(results.roles) else pd.DataFrame({"name": used}))
+    roles = roles.to_dict("records")
+    texts = persona_texts({k: v for k, v in results.templates.items() if k != CONTROL}, roles)
+    points = _mechanism_points(out["persona_effects"], roles, texts, df, results.perplexity.get(model), opts)
+    cols = [c for c in MEASURES if c in points and points[c].notna().sum() >= 3]
+    out["mechanisms"] = points
+    out["correlations"] = mechanisms.correlations(points, cols) if cols else pd.DataFrame()
+    picks = results.self_pick.get(model)
+    out["strategies"] = strategies.evaluate_strategies(
+        df, texts, n_boot=opts.n_boot, seed=opts.seed, use_similarity=opts.similarity,
+        picks=None if picks is None else dict(zip(picks["question_id"], picks["role"])))
+    if "parsed" in df:  # generated answers
+        out["generation"] = {**generation_summary(df), "failure_by_template": parse_failures(df, "template"),
+                             "failure_by_role": parse_failures(df, "role"), "examples": unparsed_examples(df)}
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    return out
+
+
+def analyse_all(results: Results, opts: Options) -> dict:
+    per_model = {m: analyse_model(df, results, m, opts) for m, df in results.predictions.items()}
+    personas = {m: a["persona_effects"] for m, a in per_model.items()}
+    cross = {"side_by_side": effects.side_by_side(per_model)}
+    if len(per_model) > 1:
+        cross["rank_agreement"] = effects.rank_agreement(personas)
+    cross["role_model_delta"] = pd.DataFrame({m: p.groupby("role")["delta"].mean() for m, p in personas.items()})
+    pairs = compare.logit_vs_generation(results)
+    if pairs is not None:
+        cross["logit_vs_generation"], cross["logit_vs_generation_personas"] = pairs
+    return {"per_model": per_model, "cross_model": cross}
+
+
+def domain_table(dm: dict) -> pd.DataFrame:
+    """effects.domain_match's result as rows: in-domain, out-of-domain (each vs control) and their difference."""
+    rows = [{"level": "in-domain questions", **dm.get("in_domain", {})},
+            {"level": "out-of-domain questions", **dm.get("out_of_domain", {})},
+            {"level": "difference (in - out)", "estimate": dm.get("difference"), "ci_low": dm.get("ci_low"),
+             "ci_high": dm.get("ci_high"), "p": dm.get("p")}]
+    t = pd.DataFrame(rows).rename(columns={"estimate": "delta"})
+    t["n_roles"] = dm.get("n_roles")
+    t["n_pairs"] = [dm.get("n_pairs_in"), dm.get("n_pairs_out"), None]
+    return t
+
+
+def jsonable(obj):
+    """effects.to_records, with indexed tables (the role x model matrix) keeping their index as a column."""
+    if isinstance(obj, pd.DataFrame) and not isinstance(obj.index, pd.RangeIndex):
+        obj = obj.reset_index()
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    return effects.to_records(obj)
+
+
+def methods(result: dict) -> list[str]:
+    """METHODS, with the generation notes where the report holds generated answers."""
+    gen = any("generation" in a for a in result["per_model"].values())
+    return METHODS + (GENERATION_METHODS if gen or "logit_vs_generation" in result["cross_model"] else [])
+
+
+GENERATION_METHODS = [
+    "Generated answers (scoring.method=generate): a parser reads the chosen option from the generated text; an "
+    "answer it cannot read counts as wrong (as in the paper). Accuracy over the parsed prompts only is given beside "
+    "it. Logit scoring against generation: the letter logits at the first generated position of the same prompt, "
+    "or another run of the same model scored by logits, matched on (question, template, role).",
+]
+
+
+METHODS = [
+    "Each persona (template x role) is compared with the no-persona control on the same questions: the difference "
+    "in accuracy, a paired bootstrap 95% interval over questions, and an exact McNemar test on the discordant "
+    "questions. 'significant' means p < 0.05 after Holm's correction across all persona comparisons of the model "
+    "(family-wise error 5%); Benjamini-Hochberg q-values are given beside it.",
+    "Factor levels (template, role category, gender, domain, interpersonal) average the personas of the level and "
+    "compare with control on the same questions, with paired bootstrap intervals.",
+    "The regression's specification is printed with its table.",
+    "Mechanisms: word frequency from the wordfreq package (Zipf scale minus 9 = log10 frequency) and the paper's "
+    "n-gram frequency; prompt-question similarity is the cosine of all-MiniLM-L6-v2 embeddings of the persona "
+    "sentence and the question as prompted; perplexity is that of the persona sentence under the evaluated model. "
+    "Pearson correlations with Fisher-z intervals, and Spearman's rho.",
+    "Persona-selection strategies are chosen on the train questions (and val, where they tune anything) of the "
+    "paper's split and evaluated on its test questions against the control on the same questions.",
+]

@@ -1,0 +1,183 @@
+"""report.html: one self-contained page (figures embedded, tables, the regression, run stamps)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from persona_bench.analysis.runs import Results
+from persona_bench.report.analyse import domain_table, jsonable, methods
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:24px auto;padding:0 16px;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:2em}h3{margin-top:1.4em}
+table{border-collapse:collapse;font-size:.85em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+.note{color:#555;font-size:.9em}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.8em}
+nav a{margin-right:12px}details{margin:6px 0}.scroll{overflow-x:auto;max-width:100%}"""
+
+
+def _table(df, max_rows: Optional[int] = None) -> str:
+    if df is None or (isinstance(df, pd.DataFrame) and df.empty):
+        return '<p class="note">(nothing to show)</p>'
+    t = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
+    if max_rows is not None and len(t) > max_rows:
+        t = t.head(max_rows)
+    return "<div class='scroll'>" + t.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0) + "</div>"
+
+
+def _num(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:+.4f}"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.0f}%"
+
+
+def _acc(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.4f}"
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dict) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>persona-bench report</title>"
+             f"<style>{CSS}</style></head><body>",
+             "<h1>persona-bench report</h1>",
+             f"<p class='note'>Made {e(meta['created'])} from {len(meta['runs'])} run(s) of "
+             f"{len(result['per_model'])} model(s) by <code>{e(meta['command'])}</code>. "
+             f"Intervals are 95% paired bootstrap intervals over questions ({meta['options']['n_boot']} resamples); "
+             "differences are in accuracy (0.01 = 1 point).</p>",
+             *(f"<p class='note'><b>Warning:</b> {e(w)}</p>" for w in meta.get("warnings", [])),
+             "<nav>" + "".join(f"<a href='#{e(m)}'>{e(m)}</a>" for m in result["per_model"]) +
+             "<a href='#cross'>models side by side</a><a href='#methods'>methods</a><a href='#runs'>runs</a></nav>",
+             "<h2 id='headline'>Headline</h2>", _table(result["cross_model"]["side_by_side"])]
+    for model, a in result["per_model"].items():
+        parts.append(f"<h2 id='{e(model)}'>{e(model)}</h2>")
+        p = a["persona_effects"]
+        n_sig = int(p["significant"].fillna(False).astype(bool).sum()) if len(p) else 0
+        parts.append(f"<p>{len(p)} personas; {n_sig} differ from control after Holm's correction "
+                     f"across all {len(p)} persona comparisons (exact McNemar tests).</p>")
+        if "generation" in a:
+            parts.append(_generation_html(a["generation"]))
+        parts.append("<h3>Does any persona beat the control?</h3>")
+        if f"{model}/personas" in figs:
+            parts.append(_img(figs[f"{model}/personas"], f"{model} persona differences"))
+        cols = [c for c in ("template", "role", "role_category", "gender", "domain", "n_questions", "accuracy",
+                            "control_accuracy", "delta", "ci_low", "ci_high", "n_better", "n_worse", "p", "p_holm",
+                            "q_bh", "significant") if c in p]
+        ranked = p.sort_values("delta", ascending=False)[cols]
+        if len(ranked) > 20:
+            parts.append("<p>Best ten and worst ten personas:</p>" + _table(ranked.head(10)) + _table(ranked.tail(10)))
+            parts.append("<details><summary>all personas</summary>" + _table(ranked) + "</details>")
+        else:
+            parts.append(_table(ranked))
+        parts.append("<h3>Factors: template, role category, gender</h3>")
+        if f"{model}/factors" in figs:
+            parts.append(_img(figs[f"{model}/factors"], f"{model} factors"))
+        for name, t in a["groups"].items():
+            parts.append(f"<p><b>by {e(name)}</b></p>" + _table(t))
+        parts.append("<p><b>contrasts</b></p>" + _table(a["contrasts"]))
+        parts.append("<h3>Expertise domains: in-domain versus out-of-domain questions</h3>")
+        if f"{model}/domains" in figs:
+            parts.append(_img(figs[f"{model}/domains"], f"{model} domains"))
+        parts.append(_table(domain_table(a["domain_match"])))
+        reg = a["regression"]
+        parts.append("<h3>Regression with question random effects</h3>")
+        parts.append(f"<p class='note'>{e(str(reg.get('specification', '')))}</p>")
+        parts.append(_table(reg.get("coefficients")))
+        parts.append(f"<p class='note'>n = {reg.get('n_obs')} persona prompts on {reg.get('n_questions')} questions; "
+                     f"converged: {reg.get('converged')}; terms dropped: {e(', '.join(reg.get('dropped') or []) or 'none')}</p>")
+        rnd = a["randomness"]
+        parts.append("<h3>How random is it?</h3>")
+        parts.append(f"<p>Over {rnd.get('n_splits')} random halvings of the questions, the persona that is best on "
+                     f"one half is above control on the other half in {_pct(rnd.get('share_best_above_control_on_b'))} "
+                     f"of the splits (its difference there: {_num(rnd.get('mean_delta_b_best'))}, against "
+                     f"{_num(rnd.get('mean_delta_a_best'))} on the half that chose it). On "
+                     f"{_pct(rnd.get('share_questions_personas_disagree'))} of the questions the personas disagree "
+                     f"about correctness.</p>")
+        parts.append(_table(pd.DataFrame({"measure": list(rnd), "value": [str(jsonable({"v": v})["v"]) for v in rnd.values()]})))
+        parts.append("<h3>Mechanisms: why do some personas do better?</h3>")
+        if f"{model}/mechanisms" in figs:
+            parts.append(_img(figs[f"{model}/mechanisms"], f"{model} mechanisms"))
+        parts.append(_table(a["correlations"]))
+        parts.append("<h3>Can the best persona be found automatically?</h3>")
+        if f"{model}/strategies" in figs:
+            parts.append(_img(figs[f"{model}/strategies"], f"{model} strategies"))
+        parts.append(_table(a["strategies"]))
+    parts.append("<h2 id='cross'>Models side by side</h2>")
+    if "rank_agreement" in result["cross_model"]:
+        parts.append("<p>Do the models agree on which roles help? Spearman correlation of per-role accuracy:</p>")
+        parts.append(_table(result["cross_model"]["rank_agreement"]))
+    if "role_model_heatmap" in figs:
+        parts.append(_img(figs["role_model_heatmap"], "roles x models"))
+    if "logit_vs_generation" in result["cross_model"]:
+        parts.append(_logit_vs_generation_html(result["cross_model"]["logit_vs_generation"], figs))
+    parts.append("<h2 id='methods'>Methods</h2><ul>" + "".join(f"<li>{e(m)}</li>" for m in methods(result)) + "</ul>")
+    parts.append("<h2 id='runs'>Runs: data and model stamps</h2>")
+    stamps = pd.DataFrame([_stamp_row(r) for r in meta["runs"]])
+    parts.append(_table(stamps))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _generation_html(gen: dict) -> str:
+    """A generate run's answers: accuracy over all and parsed prompts, where parsing failed, the rules, examples."""
+    e = html.escape
+    acc, pacc, fail = gen["accuracy"], gen["parsed_accuracy"], gen["parse_failure_rate"]
+    parts = ["<h3>Generated answers: what the parser could read</h3>",
+             f"<p>{gen['n_parsed']:,} of {gen['n_prompts']:,} generated answers were read as an option "
+             f"({_pct(1 - fail['all'])}); the rest count as wrong. Accuracy over all prompts: control "
+             f"{_acc(acc['control'])}, persona mean {_acc(acc['persona_mean'])}; over the parsed prompts only: control "
+             f"{_acc(pacc['control'])}, persona mean {_acc(pacc['persona_mean'])}. Unparsed: control "
+             f"{_pct(fail['control'])}, personas {_pct(fail['persona'])}.</p>"]
+    lg = gen.get("logit")
+    if lg:
+        parts.append(f"<p>Letter logits at the first generated position of the same {lg['n_prompts']:,} prompts: "
+                     f"accuracy control {_acc(lg['accuracy']['control'])}, persona mean {_acc(lg['accuracy']['persona_mean'])}; "
+                     f"the same option as the generated answer on {_pct(lg['agreement'])} of the prompts "
+                     f"({_pct(lg['agreement_parsed'])} of the parsed ones).</p>")
+    for by in ("template", "role"):
+        t = gen[f"failure_by_{by}"]
+        parts.append(f"<p><b>parse failures by {by}</b> (worst first{', top 20' if len(t) > 20 else ''})</p>"
+                     + _table(t.rename(columns={"level": by}), max_rows=20))
+    rules = pd.DataFrame({"parse_rule": list(gen["parse_rules"]), "n_prompts": list(gen["parse_rules"].values())})
+    parts.append("<p><b>parser rules</b> (the rule that decided, or why none did)</p>" + _table(rules))
+    ex = gen["examples"]
+    if len(ex):
+        parts.append("<p><b>unparsed answers</b> (examples)</p><ul>" + "".join(
+            f"<li><code>{e(str(r.question_id))}</code>, {e(str(r.template))}"
+            f"{'' if not isinstance(r.role, str) else ' / ' + e(r.role)}, rule {e(str(getattr(r, 'parse_rule', '')))}:"
+            f"<pre>{e(str(r.generation))}</pre></li>" for r in ex.itertuples()) + "</ul>")
+    return "\n".join(parts)
+
+
+def _logit_vs_generation_html(pairs: pd.DataFrame, figs: dict[str, Path]) -> str:
+    parts = ["<h3 id='logit-vs-generation'>Logit scoring versus generation</h3>",
+             "<p>The same prompts answered two ways: by the answer labels' logits and by generating text. "
+             "<i>agreement</i> is the share of prompts where both give the same option (unparsed generated answers "
+             "disagree); a persona's difference to control is computed under each, and <i>share_same_sign</i> is "
+             "the share of personas (with a nonzero difference under both) whose two differences have the same "
+             "sign; red points in the figure have opposite signs.</p>"]
+    if "logit_vs_generation" in figs:
+        parts.append(_img(figs["logit_vs_generation"], "persona differences: logits against generation"))
+    parts.append(_table(pairs))
+    return "\n".join(parts)
+
+
+def _stamp_row(run: dict) -> dict:
+    m = run.get("model") or {}
+    d = run.get("dataset") or {}
+    return {"model": m.get("model"), "config_id": run.get("config_id"), "path": run.get("path"),
+            "revision": m.get("revision"), "weights_sha256": (m.get("gguf_sha256") or "")[:16] or None,
+            "dtype": m.get("dtype"), "quantization": m.get("quantization"), "device": m.get("device"),
+            "dataset": d.get("name"), "data_hash": d.get("data_hash"), "n_questions": d.get("n_questions"),
+            "scoring": (run.get("scoring") or {}).get("method"), "n_prompts": run.get("n_prompts"),
+            "transformers": (run.get("packages") or {}).get("transformers")}

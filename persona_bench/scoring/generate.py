@@ -1,0 +1,166 @@
+"""Generation scoring: the model writes an answer after the prompt; parse.py reads the option.
+
+    scoring.method=generate   scoring.generate.{decoding, max_new_tokens, temperature, top_p, top_k,
+                              repetition_penalty, seed, backend}
+
+One batch of requests -> one Result each, in order, like scoring.score_batch: `generation` holds
+the text (special tokens removed), `n_new_tokens` its length, and `scores` the answer labels'
+logits at the first generated position (what letter scoring says on the same prompt), so every
+generated answer comes with its logit answer for free. Labels that are a shared prefix plus one token
+(Gemma: a space, then the digit) are read after the prompt and the prefix: at that step of the
+generation when the model wrote the prefix itself (exact: the same position), else with one more
+prompt pass (scoring.letter_causal); labels that are neither give no scores.
+
+Decoding is greedy or sampled. Sampling is done by one logits processor (`Decoder`) inside
+transformers' greedy loop: every prompt draws from its own torch.Generator seeded by (seed,
+prompt hash), so its answer does not depend on which prompts share its batch, on the batch size or
+on resumption. The same processor applies the repetition penalty (HF's and vLLM's definition:
+a seen token's logit is divided by the penalty when positive, multiplied when negative; seen =
+the prompt's real tokens and the answer so far, padding excluded), temperature, top-k and top-p.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Optional
+
+import torch
+
+from persona_bench.scoring.letter import letter_causal
+from persona_bench.scoring.logits import left_pad, right_pad
+from persona_bench.scoring.requests import Request, Result, softmax
+
+# Decoding reads every weight once per step however many rows the batch has, so a step costs nearly
+# the same for 28 rows as for 128 (0.70 and 0.68 s for the embedded model on this CPU): generation
+# batches hold this many times the scoring budget of padded tokens (prompt plus new tokens per row).
+BATCH_FACTOR = 4
+
+
+def prompt_seed(seed: int, prompt_hash: str) -> int:
+    """The generator seed of one prompt: a hash of the run's seed and the prompt's hash (63 bits)."""
+    return int(hashlib.sha256(f"{seed}:{prompt_hash}".encode()).hexdigest()[:15], 16)
+
+
+class Decoder:
+    """A transformers LogitsProcessor that records the first step's label logits and, for sampled
+    decoding, replaces the step's logits by a one-hot choice drawn from each row's own generator
+    (so the surrounding greedy loop takes exactly that token)."""
+
+    def __init__(self, settings, requests: list[Request], n_pad: list[int], device):
+        self.s = settings
+        self.requests = requests
+        self.n_pad = n_pad  # left-padding positions of each row's input_ids (excluded from the penalty)
+        self.step = 0
+        self.label_step = max((len(r.label_prefix) for r in requests), default=0)  # where the labels are read
+        self.first: Optional[torch.Tensor] = None  # (rows, vocab) logits of the first generated position
+        self.at_labels: Optional[torch.Tensor] = None  # (rows, vocab) logits label_step positions on
+        self.generators = None
+        if settings.decoding == "sampled":
+            self.generators = []
+            for r in requests:
+                g = torch.Generator(device=device)
+                g.manual_seed(r.seed or 0)
+                self.generators.append(g)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.step == 0:
+            self.first = scores.float().clone()
+        if self.step == self.label_step:
+            self.at_labels = self.first if self.step == 0 else scores.float().clone()
+        self.step += 1
+        s = self.s
+        if s.repetition_penalty != 1.0:
+            scores = self._penalise(input_ids, scores.clone())
+        if s.decoding != "sampled":
+            return scores
+        logits = scores.float() / s.temperature
+        if s.top_k:
+            kth = torch.topk(logits, min(s.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if s.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) >= s.top_p  # keep the smallest prefix reaching top_p
+            logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        probs = logits.softmax(-1)
+        out = torch.full_like(scores, float("-inf"))
+        for row, g in enumerate(self.generators):
+            token = torch.multinomial(probs[row], 1, generator=g)
+            out[row, token] = 0.0
+        return out
+
+    def _penalise(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for row in range(input_ids.shape[0]):
+            seen = input_ids[row, self.n_pad[row]:].unique()
+            vals = scores[row, seen]
+            scores[row, seen] = torch.where(vals > 0, vals / self.s.repetition_penalty, vals * self.s.repetition_penalty)
+        return scores
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every end-of-sequence id the model's generation config or tokenizer names (chat models end a
+    turn with their own token, e.g. Gemma's <end_of_turn>)."""
+    ids = []
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        e = getattr(source, "eos_token_id", None)
+        for x in (e if isinstance(e, (list, tuple)) else [e]):
+            if x is not None and int(x) not in ids:
+                ids.append(int(x))
+    return ids
+
+
+@torch.inference_mode()
+def generate_batch(model, tokenizer, requests: list[Request], arch: str, pad_id: int, settings) -> list[Result]:
+    """Generate an answer for every request of one batch (transformers backend)."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    dev = model.device
+    seqs = [r.prompt_ids for r in requests]
+    if arch == "seq2seq":
+        ids, mask = right_pad(seqs, pad_id, dev)
+        n_pad = [0] * len(seqs)  # the processor sees decoder ids, which are never padded on the left
+    else:
+        ids, mask, _ = left_pad(seqs, pad_id, dev)
+        n_pad = [ids.shape[1] - len(s) for s in seqs]
+    eos = eos_ids(model, tokenizer)
+    config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False, num_beams=1,
+                              eos_token_id=eos or None, pad_token_id=pad_id, temperature=None, top_p=None,
+                              top_k=None, repetition_penalty=None)
+    decoder = Decoder(settings, requests, n_pad, dev)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                         logits_processor=LogitsProcessorList([decoder]))
+    new = out[:, 1:] if arch == "seq2seq" else out[:, ids.shape[1]:]
+    # Labels after a shared prefix (a space token) are read after prompt + prefix: where the model wrote
+    # the prefix itself, at that step of its own generation; elsewhere by one more prompt pass with
+    # logits at the last position only (letter scoring on the same prompt).
+    results, later = [], []
+    for row, r in enumerate(requests):
+        tokens = new[row].tolist()
+        n = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+        text = tokenizer.decode(tokens[:n], skip_special_tokens=True)
+        k = len(r.label_prefix)
+        if not k:
+            results.append(label_result(decoder.first[row], r.label_ids, text, n))
+        elif tokens[:k] == r.label_prefix and decoder.at_labels is not None and k == decoder.label_step:
+            results.append(label_result(decoder.at_labels[row], r.label_ids, text, n))
+        else:
+            results.append(Result(scores=[], probs=[], generation=text, n_new_tokens=n))
+            later.append(row)
+    if later:
+        letter = letter_causal(model, [Request(requests[k].prompt_ids + requests[k].label_prefix,
+                                               label_ids=requests[k].label_ids) for k in later], pad_id)
+        for k, res in zip(later, letter):
+            results[k] = replace(res, generation=results[k].generation, n_new_tokens=results[k].n_new_tokens)
+    return results
+
+
+def label_result(first_logits: Optional[torch.Tensor], label_ids: list[int], text: str, n_new: int) -> Result:
+    """A generated answer as a Result: the text, and the labels' logits at the first generated position
+    (with the labels' share of the vocabulary), or no scores when the labels are not single tokens."""
+    if first_logits is None or not label_ids:
+        return Result(scores=[], probs=[], generation=text, n_new_tokens=n_new)
+    lab = first_logits[label_ids]
+    mass = torch.exp(torch.logsumexp(lab, 0) - torch.logsumexp(first_logits, 0)).item()
+    scores = lab.tolist()
+    return Result(scores=scores, probs=softmax(scores), label_mass=mass, generation=text, n_new_tokens=n_new)
