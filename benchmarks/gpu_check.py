@@ -6,8 +6,11 @@ antlr4-python3-runtime 4.9.3; the machine's own torch, accelerate, huggingface_h
 and pandas are used):
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD
+    export PYTHONPATH=/tmp/site:$PWD    # the wheels, and persona_bench from this checkout (not installed there)
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json
+
+Elsewhere persona_bench is imported as installed (pip install -r requirements.txt: editable); the
+script never adds it to sys.path. tests/tiny_models.py is loaded by its file path.
 
 On a CPU (what the test suite runs: bitsandbytes skipped, a 4-layer stand-in for the 7B shape):
 
@@ -19,14 +22,14 @@ Checks, each isolated (a failing one records its exception; the others still run
   sdpa              the model loaded by load_model uses attn_implementation "sdpa", and a scoring pass
                     really calls F.scaled_dot_product_attention (on CUDA: the attention kernels it ran)
   bf16_letter       score_batch(letter) in bf16 against fp32 on the same device, tiny local Llama
-                    loaded by persona_bench.models.load_model (source=local)
+                    loaded by persona_bench.models.loading.load_model (source=local)
   bf16_cloze        the same for cloze (prompt KV cache shared by the options)
   batch_invariance  the same requests under token budgets 1 (each prompt alone, no padding), 512 and
                     16384: predictions equal, probabilities close (fp32 and bf16, letter and cloze)
   bnb_4bit          load_model(quantization=4bit): Linear4bit modules, uint8 weights, a smaller
                     footprint, label probabilities and vocabulary argmax close to bf16
   bnb_8bit          the same for 8bit (Linear8bitLt, int8 weights)
-  matmul            the bf16 dense matmul rate: 8192^3 (throughput.matmul_tflops) and the 7B layer's shapes
+  matmul            the bf16 dense matmul rate: 8192^3 (persona_bench.models.cost.matmul_tflops) and the 7B layer's shapes
   throughput        a random-weight Llama-2-7B-shaped model (built from its config on the GPU) scoring
                     512 prompts of ~160 tokens, letter method, at token budgets 16384 and 65536:
                     prompts/s, tokens/s, TFLOP/s and MFU against the matmul rate
@@ -60,11 +63,10 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT / "tests", ROOT):  # tests/tiny_models.py builds the tiny models; ROOT holds persona_bench
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-import torch  # noqa: E402
+TINY_MODELS = ROOT / "tests" / "tiny_models.py"  # the test suite's tiny models, loaded by file path (tiny_models())
 
 LETTERS = ("A", "B", "C", "D")
 SEVEN_B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -142,6 +144,20 @@ def prompts(n: int, seed: int) -> list[tuple[str, list[str]]]:
     return out
 
 
+def tiny_models():
+    """tests/tiny_models.py as a module: it is no package, and tests/ is not on sys.path when this runs as
+    a script (persona_bench itself is imported as installed)."""
+    import importlib.util
+
+    if "tiny_models" in sys.modules:  # already imported (pytest puts tests/ on sys.path)
+        return sys.modules["tiny_models"]
+    spec = importlib.util.spec_from_file_location("tiny_models", TINY_MODELS)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tiny_models"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_batches(requests: list, budget: int) -> list[list[int]]:
     """Indices in batches, longest first, each within `budget` padded tokens: the runner's own batching."""
     from persona_bench.run.batching import make_batches as runner_batches
@@ -213,11 +229,10 @@ class Ctx:
         if self._tiny_dir is None:
             import shutil
 
-            from tiny_models import build_tiny_model
             from transformers import AutoModelForCausalLM
 
             t = time.perf_counter()
-            src = build_tiny_model("llama", self.workdir / "tiny-llama")
+            src = tiny_models().build_tiny_model("llama", self.workdir / "tiny-llama")
             dst = self.workdir / "tiny-llama-sharp"
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst)
@@ -232,7 +247,7 @@ class Ctx:
         return self._tiny_dir
 
     def tiny(self, dtype: str, quantization: str = "none", keep: bool = True):
-        """(model, tokenizer, info) of the tiny Llama through persona_bench.models.load_model."""
+        """(model, tokenizer, info) of the tiny Llama through persona_bench.models.loading.load_model."""
         key = (dtype, quantization)
         if key in self._models:
             return self._models[key]

@@ -1,20 +1,22 @@
 """EleutherAI's lm-evaluation-harness on exactly our prompts: the other side of a throughput comparison.
 
+    python benchmarks/lm_eval_compare.py                             # is lm-eval importable here? (exit 2 if not)
     python benchmarks/lm_eval_compare.py --selftest                  # letter and cloze, 120 demo prompts each
     python benchmarks/lm_eval_compare.py --selftest --n 40 --scoring cloze
 
 lm-eval is not a project dependency. Install it in a side environment that also holds
-requirements.txt (its pins as constraints, so nothing of ours moves), and run this file,
-or benchmarks/throughput.py --compare-lm-eval, with that environment's python:
+requirements.txt (this checkout's persona_bench, editable, and its pins; the runtime pins as
+constraints too, so nothing of ours moves), and run this file, or benchmarks/throughput.py
+--compare-lm-eval, with that environment's python:
 
     python -m venv /work/lmeval-venv
-    /work/lmeval-venv/bin/pip install -r requirements.txt -c requirements.txt lm_eval==0.4.13
+    /work/lmeval-venv/bin/pip install -r requirements.txt -c requirements-runtime.txt lm_eval==0.4.13
 
 What lm-eval gets: its real HF backend (lm_eval.models.huggingface.HFLM) with its defaults
 (logits cache on: single-token continuations of one context share one forward pass; no
 sharing otherwise), and one `loglikelihood` request per (prompt, choice), where the
 context is our prompt text and the continuation the exact string our runner scores after
-it (runner.Item.choices: " A" for letter, " option text" for cloze). Tokens: HFLM
+it (persona_bench.run.items.Item.choices: " A" for letter, " option text" for cloze). Tokens: HFLM
 encodes the context and context+continuation with the tokenizer's own special-token
 default, which is our runner's add_special_tokens=True for plain prompts (Gemma: one
 <bos>); chat-rendered prompts start with the BOS text, which HFLM then does not add again,
@@ -28,7 +30,7 @@ Predictions: argmax over a prompt's choices of the summed continuation log-likel
 (by="sum"; letter: the one label token's log-probability, whose argmax is our label-logit
 argmax) or of the per-token mean (by="mean", our cloze default), with the token counts
 lm-eval itself scored (its own context/continuation split); ties go to the first choice,
-as in persona_bench.scoring.Result.pred.
+as in persona_bench.scoring.requests.Result.pred.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Optional
 
 LM_EVAL_PIN = "0.4.13"  # installs with every pin of requirements.txt unchanged (pip check clean)
 INSTALL = (f"python -m venv /work/lmeval-venv && /work/lmeval-venv/bin/pip install -r requirements.txt "
-           f"-c requirements.txt lm_eval=={LM_EVAL_PIN}  (then run with /work/lmeval-venv/bin/python)")
+           f"-c requirements-runtime.txt lm_eval=={LM_EVAL_PIN}  (then run with /work/lmeval-venv/bin/python)")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16",
           "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -68,7 +70,7 @@ def lm_eval_available() -> tuple[bool, str]:
 
 
 def _argmax(xs: list[float]) -> int:
-    """The first index of the largest value (persona_bench.scoring.Result.pred's tie rule)."""
+    """The first index of the largest value (persona_bench.scoring.requests.Result.pred's tie rule)."""
     return max(range(len(xs)), key=lambda i: (xs[i], -i))
 
 
@@ -210,17 +212,14 @@ def run_lm_eval(model_dir: str, prompts: list[str], choices: list[list[str]], dt
 # --------------------------------------------------------------------------- self-test
 def _demo_items(method: str, per_subject: int, n: int, seed: int):
     """n prompts of the demo study (demo roles, speaker + audience templates and the control), built
-    by our runner for `method`, sampled with a seed; with the config, the model and its directory."""
+    by our runner for `method`, sampled with a seed; with the job, its backend (the model loaded) and
+    the model's directory."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from persona_bench.config import register
-    from persona_bench.config.schema import default_cache_dir
-    from persona_bench.config.validate import resolved_scoring
-    from persona_bench.inputs.prompts import resolve_placement
-    from persona_bench.models.loading import load_model, model_dir
-    from persona_bench.run.items import build_items
-    from persona_bench.run.job import prepare
+    from persona_bench.config import default_cache_dir, register
+    from persona_bench.models.loading import model_dir
+    from persona_bench.run.setup import setup
 
     register()
     conf = Path(__file__).resolve().parents[1] / "conf"
@@ -229,15 +228,10 @@ def _demo_items(method: str, per_subject: int, n: int, seed: int):
                                             "device=cpu", "model.dtype=fp32", f"scoring={method}",
                                             f"dataset.per_subject={per_subject}"])
     cfg = OmegaConf.to_object(dcfg)
-    method, fmt = resolved_scoring(cfg)
-    _, _, grid, questions = prepare(cfg)
-    cache = default_cache_dir(cfg.cache_dir)
-    model, tok, info = load_model(cfg.model, cfg.device, cache)
-    placement = resolve_placement(tok, cfg.model.placement)
-    items = build_items(questions, grid, tok, cfg, placement, method, fmt)
+    job, backend, items = setup(cfg)
     keep = sorted(random.Random(seed).sample(range(len(items)), min(n, len(items))))
-    where, _, _ = model_dir(cfg.model, cache)
-    return cfg, method, fmt, placement, [items[i] for i in keep], model, tok, info, str(where)
+    where, _, _ = model_dir(cfg.model, default_cache_dir(cfg.cache_dir))
+    return job, backend, [items[i] for i in keep], str(where)
 
 
 def _token_check(items, method: str, lm_res: dict) -> dict:
@@ -257,15 +251,15 @@ def selftest(method: str, n: int, per_subject: int, batch_size: int, seed: int, 
     """Our scorer and lm-eval on the same n demo prompts. After a warm-up of each, the prompts are
     scored in `rounds` interleaved parts, ours first in even rounds and lm-eval first in odd ones,
     so that both meet the same load on a shared machine; times are summed over the parts."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persona_bench from this checkout
     import torch
 
     from persona_bench.models.cost import matmul_tflops
     from persona_bench.run.batching import score_items
 
-    cfg, method, fmt, placement, items, model, tok, info, where = _demo_items(method, per_subject, n, seed)
+    job, backend, items, where = _demo_items(method, per_subject, n, seed)
+    cfg, method, tok, info = job.cfg, job.method, backend.tokenizer, backend.info
     by = cfg.scoring.cloze_score if method == "cloze" else "sum"
-    print(f"\n== {method} ({fmt} format, placement {placement}, {info['dtype']}, {torch.get_num_threads()} threads): "
+    print(f"\n== {method} ({job.fmt} format, placement {job.placement}, {info['dtype']}, {torch.get_num_threads()} threads): "
           f"{len(items)} demo prompts, {sum(len(it.choices) for it in items)} (prompt, choice) requests, "
           f"{sum(len(it.request.prompt_ids) for it in items)} prompt tokens; first prompt starts with token "
           f"{items[0].request.prompt_ids[:1]} ({tok.bos_token}={tok.bos_token_id})")
@@ -275,10 +269,9 @@ def selftest(method: str, n: int, per_subject: int, batch_size: int, seed: int, 
         print(f"lm-eval HFLM loaded {where} in {time.perf_counter() - t0:.1f} s (add_bos_token=None: the tokenizer's "
               f"default; HFLM dtype {lm_holder['lm'].model.dtype}, batch {lm_holder['lm'].batch_size})")
     hflm = lm_holder["lm"]
-    pad_id = next(x for x in (tok.pad_token_id, tok.eos_token_id, 0) if x is not None)
 
     def ours(part):
-        return score_items(model, part, cfg, method, pad_id, {}, lambda batch, res: None)
+        return score_items(backend, part, job, {}, lambda batch, res: None)
 
     def theirs(part, tokens=False):
         return run_lm_eval(where, [it.prompt for it in part], [it.choices for it in part], "float32", batch_size,

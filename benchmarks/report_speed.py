@@ -1,8 +1,12 @@
 """How long the report takes at the paper's size, stage by stage, on synthetic predictions.
 
-    python benchmarks/report_speed.py [--questions 2457] [--templates speaker,audience,interpersonal] [--n-boot 2000]
+    python benchmarks/report_speed.py                        # the paper's size: 2457 questions, 3 templates
+    python benchmarks/report_speed.py --questions 20 --templates speaker --n-boot 50   # a quick look
 
-Builds one synthetic run of the paper's 162 roles (persona_bench.synthetic, with its planted
+Options: --questions (default 2457), --templates (default speaker,audience,interpersonal), --n-boot
+(default 2000).
+
+Builds one synthetic run of the paper's 162 roles (persona_bench.analysis.synthetic, with its planted
 effects) in a temporary directory, then times what `python -m persona_bench.report` does:
 loading, the statistics, the mechanisms (MiniLM on every question), the strategies, the
 figures and the HTML. Prints one line per stage and the total.
@@ -12,23 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere: ROOT holds persona_bench
-    sys.path.insert(0, str(ROOT))
-
-from persona_bench.analysis import effects as analysis  # noqa: E402
+from persona_bench.analysis import effects as analysis
 from persona_bench.analysis import mechanisms, strategies
-from persona_bench.analysis.runs import load_runs  # noqa: E402
-from persona_bench.analysis.synthetic import make_predictions, roles_frame  # noqa: E402
+from persona_bench.analysis.runs import load_runs
+from persona_bench.analysis.synthetic import make_predictions, roles_frame
+from persona_bench.inputs.roles import persona_texts
 from persona_bench.report import write as report
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: conf/ holds the paper's role set
 PAPER = ROOT / "conf" / "role_set" / "paper.yaml"
 TEMPLATES = {"speaker": "You are {a} {role}.", "audience": "You are talking to {a} {role}.",
              "interpersonal": "You are talking to your {role}."}
@@ -72,8 +73,7 @@ def main() -> None:
     results = stage("load", lambda: load_runs([run]))
     pred = results.predictions["synthetic"]
     stage("statistics", lambda: analysis.analyse(pred, n_boot=args.n_boot))
-    texts = mechanisms.persona_texts({k: v for k, v in templates.items() if k != "control"},
-                                     results.roles.to_dict("records"))
+    texts = persona_texts({k: v for k, v in templates.items() if k != "control"}, results.roles.to_dict("records"))
     stage("similarity", lambda: mechanisms.similarity(pred, texts))
     stage("strategies", lambda: strategies.evaluate_strategies(pred, texts, n_boot=args.n_boot))
     stage("report", lambda: report.write_report([run], tmp / "report", report.Options(n_boot=args.n_boot)))

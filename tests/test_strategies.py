@@ -9,6 +9,7 @@ import pytest
 from helpers import BagOfWords
 
 from persona_bench.analysis import strategies as S
+from persona_bench.analysis.matrix import hash_split
 
 SPLITS = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
 
@@ -49,7 +50,7 @@ def test_best_on_train_picks_the_planted_persona_and_oracle_bounds_everything():
     assert list(res.strategy) == ["random", "best_on_train", "best_per_subject", "best_in_domain", "most_similar",
                                   "classifier", "majority_vote", "oracle"]
     assert r.loc["best_on_train", "detail"].startswith("speaker/star")
-    g = S.Grid(df)
+    g = S.strategy_matrix(df)
     test = g.mask("test")
     star_test = g.correct[test, g.names.index("speaker/star")].mean()
     assert r.loc["best_on_train", "accuracy"] == pytest.approx(star_test, abs=1e-6)
@@ -72,7 +73,7 @@ def test_majority_vote_by_hand():
         for j, p in enumerate(preds[q]):
             rows.append(dict(question_id=f"q{q}", subject="s", template="t", role=f"r{j}", pred=p, answer=answers[q],
                              correct=p == answers[q], split="test", prompt="x"))
-    g = S.Grid(pd.DataFrame(rows))
+    g = S.strategy_matrix(pd.DataFrame(rows))
     got, detail = S.majority_vote(g, g.mask("test"))
     # q0: 1 wins (2 votes) -> right; q1: 0/2 tie, control says 2 -> 2, right;
     # q2: 3/1 tie, control (0) not tied -> lowest, 1, right; q3: 2 wins -> wrong
@@ -110,10 +111,10 @@ def test_classifier_handles_personas_constant_on_train():
 def test_best_in_domain_falls_back_to_control_without_an_in_domain_persona():
     df = make_df(200, PERSONAS, lambda i, p: 0.8 if p == "speaker/a" else 0.4, seed=4,
                  in_domain=lambda subject, p: subject == "s0" and p in ("speaker/a", "speaker/b"))
-    g = S.Grid(df)
+    g = S.strategy_matrix(df)
     test = g.mask("test")
     got, detail = S.best_per_subject(g, test, in_domain_only=True)
-    subj = g.subject[test]
+    subj = g.subjects[test]
     a = g.correct[test, g.names.index("speaker/a")]
     expected = np.where(subj == "s0", a, g.control[test])
     assert got.tolist() == expected.tolist()
@@ -122,13 +123,13 @@ def test_best_in_domain_falls_back_to_control_without_an_in_domain_persona():
 
 def test_split_fallback_is_deterministic_and_60_20_20():
     ids = [f"subj/{i:016x}" for i in range(3000)]
-    first = [S.hash_split(q) for q in ids]
-    assert first == [S.hash_split(q) for q in ids]
+    first = [hash_split(q) for q in ids]
+    assert first == [hash_split(q) for q in ids]
     share = pd.Series(first).value_counts(normalize=True)
     assert share["train"] == pytest.approx(0.6, abs=0.03) and share["val"] == pytest.approx(0.2, abs=0.03)
     df = make_df(120, PERSONAS[:2], lambda i, p: 0.5, seed=5, split=False)
-    g = S.Grid(df)
-    assert g.split_from_hash == 120 and g.split.tolist() == [S.hash_split(q) for q in g.qids]
+    g = S.strategy_matrix(df)
+    assert g.split_from_hash == 120 and g.split.tolist() == [hash_split(q) for q in g.questions]
     kw = dict(n_seeds=20, n_boot=100, encoder=BagOfWords())
     one = S.evaluate_strategies(df, texts_for(PERSONAS[:2]), **kw)
     two = S.evaluate_strategies(df.sample(frac=1, random_state=0), texts_for(PERSONAS[:2]), **kw)

@@ -22,10 +22,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from persona_bench.inputs.questions import content_hash  # noqa: E402
+from persona_bench.inputs.questions import content_hash  # the installed package (pip install -e .)
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout whose files this script writes
 OPTS = ["option1", "option2", "option3", "option4"]
 CATEGORY = {"family": "family", "romantic": "romantic", "school": "school", "social": "social",
             "work": "work", "AI": "ai", "other occupations": "occupation"}

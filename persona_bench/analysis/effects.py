@@ -6,6 +6,11 @@ question). A persona is a (template, role) pair. Every interval is a 95% interva
 resampling everywhere: a persona's answers on one question are strongly correlated with the control's, so every
 comparison is paired on the same questions.
 
+Each analysis pivots the table with matrix.PersonaMatrix.from_predictions (questions in control-row order; a
+persona's missing answers are NaN and left out of its means), or takes `grid=`, a matrix built once for several
+analyses. The bootstrap and test primitives (boot_weights, boot_means, percentile_ci, ttest_p, holm_bh, mcnemar_p)
+live in analysis.stats.
+
 API (tables are DataFrames; `to_records` turns any result into JSON-ready records, NaN -> None):
 - persona_effects(df, n_boot=2000, seed=0): one row per persona: template, role, role_category, gender, domain,
   interpersonal, n_questions, accuracy, control_accuracy (same questions), delta, ci_low, ci_high (paired percentile
@@ -43,67 +48,28 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from persona_bench.analysis.matrix import (
     ATTRIBUTES,
     GROUP_FACTORS,
     NONE,
-    Grid,
-    make_grid,
+    PersonaMatrix,
+)
+from persona_bench.analysis.stats import (
+    ALPHA,
+    boot_means,
+    boot_weights,
+    holm_bh,
+    mcnemar_p,
+    percentile_ci,
+    ttest_p,
 )
 from persona_bench.outputs import CONTROL
 
-ALPHA = 0.05
 
-
-def boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """n_boot x n resampling counts of n questions (each row sums to n), float32 (exact for counts < 2**24)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, None]
-    return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float32)
-
-
-def boot_means(values: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Bootstrap means of each column of a Q x m matrix (NaN = absent, weighted out): n_boot x m."""
-    values = np.asarray(values, dtype=float).reshape(len(values), -1)
-    mask = ~np.isnan(values)
-    num = w @ np.where(mask, values, 0.0).astype(np.float32)
-    if mask.all():
-        return num / values.shape[0]
-    den = w @ mask.astype(np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
-
-
-def percentile_ci(boot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
-    return lo, hi
-
-
-def _ttest_p(values: np.ndarray) -> np.ndarray:
-    """Two-sided one-sample t-test against 0 per column (NaN-aware); NaN where undefined."""
-    values = np.asarray(values, dtype=float).reshape(len(values), -1)
-    n = (~np.isnan(values)).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(values, axis=0)
-        se = np.nanstd(values, axis=0, ddof=1) / np.sqrt(n)
-        t = mean / se
-        p = 2 * stats.t.sf(np.abs(t), df=np.maximum(n - 1, 1))
-    p = np.where((se == 0) & (mean == 0), 1.0, p)
-    return np.where(n >= 2, p, np.nan)
-
-
-def _holm_bh(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    holm, bh = np.full(len(p), np.nan), np.full(len(p), np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        holm[ok] = multipletests(p[ok], alpha=ALPHA, method="holm")[1]
-        bh[ok] = multipletests(p[ok], alpha=ALPHA, method="fdr_bh")[1]
-    return holm, bh
+def _matrix(df: pd.DataFrame, grid: Optional[PersonaMatrix]) -> PersonaMatrix:
+    """The matrix the caller built once for several analyses, else one from df (control-row order)."""
+    return grid if grid is not None else PersonaMatrix.from_predictions(df)
 
 
 def _nanmean_cols(values: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -112,19 +78,9 @@ def _nanmean_cols(values: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return np.nanmean(values[:, cols], axis=1)
 
 
-def mcnemar_p(better, worse) -> np.ndarray:
-    """Exact McNemar p from the discordant counts (elementwise): the two-sided binomial test of `better`
-    out of better + worse at 1/2, i.e. twice the smaller tail (= scipy.stats.binomtest(...).pvalue); 1.0
-    with no discordant pair."""
-    better, worse = np.asarray(better), np.asarray(worse)
-    with np.errstate(invalid="ignore"):
-        p = np.minimum(1.0, 2 * stats.binom.cdf(np.minimum(better, worse), better + worse, 0.5))
-    return np.where(better + worse > 0, p, 1.0)
-
-
-def persona_effects(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, grid: Optional[Grid] = None) -> pd.DataFrame:
+def persona_effects(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, grid: Optional[PersonaMatrix] = None) -> pd.DataFrame:
     """One row per persona: accuracy, paired delta to control with bootstrap CI, exact McNemar p, Holm, BH."""
-    g = grid or make_grid(df)
+    g = _matrix(df, grid)
     d = g.diff
     answered = ~np.isnan(d)
     n_q = answered.sum(axis=0)
@@ -135,7 +91,7 @@ def persona_effects(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, grid: O
     better = (d > 0).sum(axis=0)
     worse = (d < 0).sum(axis=0)
     p = np.where(n_q > 0, mcnemar_p(better, worse), np.nan)
-    holm, bh = _holm_bh(p)
+    holm, bh = holm_bh(p)
     out = g.personas.drop(columns="domain_role").copy()
     out["n_questions"] = n_q
     out["accuracy"] = acc
@@ -155,12 +111,12 @@ def _summary_rows(values: np.ndarray, w: np.ndarray) -> dict:
         warnings.simplefilter("ignore", RuntimeWarning)
         est = np.nanmean(values, axis=0)
     lo, hi = percentile_ci(boot_means(values, w))
-    return {"estimate": est, "ci_low": lo, "ci_high": hi, "p": _ttest_p(values)}
+    return {"estimate": est, "ci_low": lo, "ci_high": hi, "p": ttest_p(values)}
 
 
-def group_effects(df: pd.DataFrame, by: str, n_boot: int = 2000, seed: int = 0, grid: Optional[Grid] = None) -> pd.DataFrame:
+def group_effects(df: pd.DataFrame, by: str, n_boot: int = 2000, seed: int = 0, grid: Optional[PersonaMatrix] = None) -> pd.DataFrame:
     """Per level of `by`: mean accuracy over the level's personas minus control on the same questions."""
-    g = grid or make_grid(df)
+    g = _matrix(df, grid)
     if by not in g.personas.columns:
         raise ValueError(f"cannot group by {by!r}; valid: {', '.join(GROUP_FACTORS)}")
     levels = sorted(g.personas[by].unique(), key=lambda v: (v == NONE, v))
@@ -198,13 +154,13 @@ def default_pairs(personas: pd.DataFrame) -> list[tuple[str, str, list, list]]:
 
 
 def contrasts(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, pairs: Optional[Sequence] = None,
-              grid: Optional[Grid] = None) -> pd.DataFrame:
+              grid: Optional[PersonaMatrix] = None) -> pd.DataFrame:
     """Differences between groups of personas on the same questions (control cancels), with CI and p.
 
     `pairs`: (name, factor, levels_a, levels_b); factor "persona" with levels ["persona"] vs ["control"] compares
     all personas with the control. Template contrasts use the roles present under both templates only.
     """
-    g = grid or make_grid(df)
+    g = _matrix(df, grid)
     pairs = default_pairs(g.personas) if pairs is None else list(pairs)
     rows, cols = [], []
     for name, factor, a, b in pairs:
@@ -234,13 +190,13 @@ def contrasts(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, pairs: Option
     return out
 
 
-def domain_match(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, grid: Optional[Grid] = None) -> dict:
+def domain_match(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, grid: Optional[PersonaMatrix] = None) -> dict:
     """Roles with a domain: delta to control on in-domain questions minus delta on out-of-domain questions.
 
     Each (persona, question) pair weighs the same. The CI is a bootstrap over questions of the ratio estimators;
     p is from a normal approximation with a question-clustered linearised standard error.
     """
-    g = grid or make_grid(df)
+    g = _matrix(df, grid)
     dom = g.personas["domain_role"].to_numpy()
     nan = {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan}
     out = {"n_roles": int(g.personas.loc[dom, "role"].nunique()), "n_pairs_in": 0, "n_pairs_out": 0,
@@ -273,7 +229,7 @@ def domain_match(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, grid: Opti
     return out
 
 
-def randomness(df: pd.DataFrame, n_splits: int = 200, seed: int = 0, grid: Optional[Grid] = None) -> dict:
+def randomness(df: pd.DataFrame, n_splits: int = 200, seed: int = 0, grid: Optional[PersonaMatrix] = None) -> dict:
     """How much of the persona differences is noise: per-question spread, and split-half stability of the best.
 
     Split halves: the questions are split at random into halves A and B n_splits times; the persona with the
@@ -281,7 +237,7 @@ def randomness(df: pd.DataFrame, n_splits: int = 200, seed: int = 0, grid: Optio
     average, that of the average persona (mean_delta_b_all), and it is above control on B about as often as
     a random persona is.
     """
-    g = grid or make_grid(df)
+    g = _matrix(df, grid)
     c = g.correct
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -359,7 +315,7 @@ def side_by_side(per_model: dict, n_boot: int = 2000, seed: int = 0) -> pd.DataF
     for model, obj in per_model.items():
         res = obj if isinstance(obj, dict) else None
         if res is None:
-            g = make_grid(obj)
+            g = PersonaMatrix.from_predictions(obj)
             res = {"persona_effects": persona_effects(obj, n_boot, seed, grid=g),
                    "contrasts": contrasts(obj, n_boot, seed, pairs=default_pairs(g.personas)[:1], grid=g),
                    "control_accuracy": float(np.mean(g.control)), "n_questions": len(g.control)}
@@ -383,7 +339,7 @@ def side_by_side(per_model: dict, n_boot: int = 2000, seed: int = 0) -> pd.DataF
 
 
 def regression(df: pd.DataFrame, outcome: str = "correct", estimator: str = "within",
-               grid: Optional[Grid] = None) -> dict:
+               grid: Optional[PersonaMatrix] = None) -> dict:
     """The factor regression (persona_bench/regression.py, where its specification is documented)."""
     from persona_bench.analysis.regression import factor_regression
 
@@ -393,7 +349,7 @@ def regression(df: pd.DataFrame, outcome: str = "correct", estimator: str = "wit
 def analyse(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, n_splits: int = 200,
             regression_estimator: str = "within") -> dict:
     """Every analysis of one model's predictions (the same bootstrap seed throughout)."""
-    g = make_grid(df)
+    g = PersonaMatrix.from_predictions(df)
     model = str(df["model"].iloc[0]) if "model" in df.columns and len(df) else None
     return {
         "model": model, "n_rows": int(len(df)), "n_questions": int(len(g.control)),

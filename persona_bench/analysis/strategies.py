@@ -19,9 +19,13 @@ same questions:
                     under t gets the control
   oracle            correct when any persona (or the control) is correct: the upper bound
 
+The matrix: `strategy_matrix(df)`, i.e. matrix.PersonaMatrix with questions sorted by question_id (so the
+table's row order does not matter) and only the personas answered on every question (`complete()`; the
+others are listed in the result's attrs["dropped_personas"]).
+
 Split: the `split` column (the paper's train/val/test sample). A question whose split is missing
-gets one from a hash of its question_id: sha256 -> first 8 hex digits / 16**8 in [0, 1): < 0.6 train,
-< 0.8 val, else test (60/20/20, the same on every machine and run).
+gets one from a hash of its question_id (matrix.hash_split: sha256 -> first 8 hex digits / 16**8 in
+[0, 1): < 0.6 train, < 0.8 val, else test; 60/20/20, the same on every machine and run).
 
 Columns of evaluate_strategies: strategy, accuracy, control_accuracy, delta, ci_low, ci_high (paired
 bootstrap over test questions, 95%), mcnemar_p (exact, vs control), n_test, spread (sd of accuracy
@@ -30,76 +34,23 @@ over the random draws; None for deterministic strategies), detail.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd
 
-from persona_bench.outputs import CONTROL
+from persona_bench.analysis.matrix import PersonaMatrix
+from persona_bench.analysis.stats import mcnemar_exact
 
-SPLIT_SHARES = (0.6, 0.2)  # train, val; the rest is test
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # inverse L2 regularisation of the classifier, chosen on val
 COLUMNS = ["strategy", "accuracy", "control_accuracy", "delta", "ci_low", "ci_high", "mcnemar_p", "n_test",
            "spread", "detail"]
 
 
-def hash_split(question_id: str) -> str:
-    """train/val/test by a hash of the question id (60/20/20); deterministic."""
-    u = int(hashlib.sha256(str(question_id).encode()).hexdigest()[:8], 16) / 16 ** 8
-    return "train" if u < SPLIT_SHARES[0] else "val" if u < sum(SPLIT_SHARES) else "test"
-
-
-class Grid:
-    """One model's predictions as matrices over (question, persona). Personas: (template, role) pairs,
-    sorted; questions: sorted by question_id. Personas that lack a row for some question are dropped
-    (listed in `dropped`)."""
-
-    def __init__(self, df: pd.DataFrame):
-        if "model" in df.columns and df["model"].nunique() > 1:
-            raise ValueError(f"predictions of {df['model'].nunique()} models: pass one model's rows")
-        ctrl = df[df["template"] == CONTROL].set_index("question_id").sort_index()
-        if ctrl.index.duplicated().any():
-            raise ValueError("more than one control row per question")
-        self.qids = ctrl.index
-        self.subject = ctrl["subject"].to_numpy()
-        self.answer = ctrl["answer"].to_numpy()
-        self.control = ctrl["correct"].to_numpy(bool)
-        self.control_pred = ctrl["pred"].to_numpy()
-        split = ctrl["split"] if "split" in ctrl.columns else pd.Series(None, index=ctrl.index, dtype=object)
-        self.split_from_hash = int(split.isna().sum())
-        self.split = np.array([s if isinstance(s, str) and s else hash_split(q) for q, s in split.items()])
-        p = df[df["template"] != CONTROL]
-        full = p.groupby(["template", "role"]).question_id.nunique()
-        keep = full[full == len(self.qids)].index
-        self.dropped = [f"{t}/{r}" for t, r in full.index if (t, r) not in set(keep)]
-        self.personas = sorted(keep)
-        self.names = [f"{t}/{r}" for t, r in self.personas]
-        p = p.set_index(["template", "role"]).loc[self.personas].reset_index()
-
-        def pivot(col):
-            m = p.set_index(["question_id", "template", "role"])[col].astype(object).unstack(["template", "role"])
-            return m.reindex(index=self.qids, columns=pd.MultiIndex.from_tuples(self.personas))
-
-        self.correct = pivot("correct").to_numpy(dtype=float).astype(bool)
-        self.pred = pivot("pred").to_numpy(dtype=float).astype(int)
-        ind = pivot("in_domain") if "in_domain" in p.columns else None
-        self.in_domain = (ind.map(lambda v: isinstance(v, (bool, np.bool_)) and bool(v)).to_numpy(dtype=bool) if ind is not None
-                          else np.zeros_like(self.correct))
-
-    def mask(self, name: str) -> np.ndarray:
-        return self.split == name
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact (binomial) McNemar p, two-sided, for paired binary outcomes; 1.0 with no discordant pair."""
-    from persona_bench.analysis.effects import mcnemar_p
-
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    return float(mcnemar_p((a & ~b).sum(), (~a & b).sum()))
+def strategy_matrix(df: pd.DataFrame) -> PersonaMatrix:
+    """The strategies' view of one model's predictions: questions sorted by question_id, only the personas
+    answered on every question (the others in `dropped`)."""
+    return PersonaMatrix.from_predictions(df, order="question_id").complete()
 
 
 def _r(x) -> Optional[float]:
@@ -117,31 +68,31 @@ def _best(acc: np.ndarray, tiebreak: Optional[np.ndarray] = None, allowed: Optio
     return int(np.lexsort((np.arange(len(acc)), -tb, -np.nan_to_num(acc, nan=-1.0)))[0])
 
 
-def _train_acc(g: Grid, rows: np.ndarray) -> np.ndarray:
+def _train_acc(g: PersonaMatrix, rows: np.ndarray) -> np.ndarray:
     return g.correct[rows].mean(axis=0) if rows.any() else np.full(len(g.personas), np.nan)
 
 
-def best_on_train(g: Grid, test: np.ndarray):
+def best_on_train(g: PersonaMatrix, test: np.ndarray):
     acc = _train_acc(g, g.mask("train"))
     k = _best(acc)
     return g.correct[test, k], f"{g.names[k]} (train accuracy {acc[k]:.3f} on {int(g.mask('train').sum())} questions)"
 
 
-def best_per_subject(g: Grid, test: np.ndarray, in_domain_only: bool = False):
+def best_per_subject(g: PersonaMatrix, test: np.ndarray, in_domain_only: bool = False):
     train = g.mask("train")
     overall = _train_acc(g, train)
     choice: dict[str, Optional[int]] = {}
-    for s in sorted(set(g.subject[test])):
-        rows = train & (g.subject == s)
+    for s in sorted(set(g.subjects[test])):
+        rows = train & (g.subjects == s)
         allowed = None
         if in_domain_only:
-            allowed = g.in_domain[g.subject == s].any(axis=0)
+            allowed = g.in_domain[g.subjects == s].any(axis=0)
             if not allowed.any():
                 choice[s] = None  # no in-domain persona: the control
                 continue
         acc = _train_acc(g, rows) if rows.any() else overall  # no train question: overall train accuracy
         choice[s] = _best(acc, overall, allowed)
-    out = np.array([g.control[i] if choice[g.subject[i]] is None else g.correct[i, choice[g.subject[i]]]
+    out = np.array([g.control[i] if choice[g.subjects[i]] is None else g.correct[i, choice[g.subjects[i]]]
                     for i in np.flatnonzero(test)], dtype=bool)
     picked = sorted({g.names[k] for k in choice.values() if k is not None})
     n_ctrl = sum(k is None for k in choice.values())
@@ -151,15 +102,15 @@ def best_per_subject(g: Grid, test: np.ndarray, in_domain_only: bool = False):
     return out, detail
 
 
-def random_persona(g: Grid, test: np.ndarray, n_seeds: int, seed: int):
+def random_persona(g: PersonaMatrix, test: np.ndarray, n_seeds: int, seed: int):
     rng = np.random.default_rng(seed)
     idx = np.flatnonzero(test)
     draws = np.stack([g.correct[idx, rng.integers(0, len(g.personas), len(idx))] for _ in range(n_seeds)])
     return draws, f"uniform persona per question, {n_seeds} draws"
 
 
-def most_similar(g: Grid, test: np.ndarray, sim: np.ndarray):
-    """sim: (persona, question) cosine in Grid order. Ties: the first persona."""
+def most_similar(g: PersonaMatrix, test: np.ndarray, sim: np.ndarray):
+    """sim: (persona, question) cosine in matrix column order. Ties: the first persona."""
     k = sim[:, test].argmax(axis=0)
     idx = np.flatnonzero(test)
     counts = pd.Series([g.names[j] for j in k]).value_counts()
@@ -196,7 +147,7 @@ def fit_logistic_path(x: np.ndarray, y: np.ndarray, cs=C_GRID) -> list[tuple[np.
     return out
 
 
-def classifier(g: Grid, test: np.ndarray, x: np.ndarray, seed: int = 0):
+def classifier(g: PersonaMatrix, test: np.ndarray, x: np.ndarray, seed: int = 0):
     """One L2 logistic regression per persona (question embedding -> correct), fit on train (all
     personas in one joint fit, `fit_logistic_path`); C from C_GRID by the val accuracy of the resulting
     choice (ties: the smaller C). A persona whose train correctness is constant gets that constant
@@ -208,7 +159,7 @@ def classifier(g: Grid, test: np.ndarray, x: np.ndarray, seed: int = 0):
         raise ValueError("the classifier needs train questions")
     y = g.correct[train]
     const = y.min(axis=0) == y.max(axis=0)
-    path = np.empty((len(C_GRID), len(g.qids), len(g.personas)))
+    path = np.empty((len(C_GRID), len(g.questions), len(g.personas)))
     path[:, :, const] = y[0, const].astype(float)
     if (~const).any():
         for i, (w, b) in enumerate(fit_logistic_path(x[train], y[:, ~const], C_GRID)):
@@ -237,7 +188,7 @@ def classifier(g: Grid, test: np.ndarray, x: np.ndarray, seed: int = 0):
     return g.correct[idx, k], f"{how}; {n_const} persona(s) constant on train; most chosen: {top}"
 
 
-def majority_vote(g: Grid, test: np.ndarray):
+def majority_vote(g: PersonaMatrix, test: np.ndarray):
     """The answer most personas predict. Ties: the control's answer if it is among the tied, else the
     lowest option index. Unreadable generated answers (pred -1) do not vote; with no vote at all, the
     question counts as wrong."""
@@ -254,21 +205,21 @@ def majority_vote(g: Grid, test: np.ndarray):
         if len(tied) > 1:
             n_ties += 1
         vote = g.control_pred[i] if g.control_pred[i] in tied else tied.min()
-        out[n] = vote == g.answer[i]
+        out[n] = vote == g.answers[i]
     return out, (f"answer predicted by most of {len(g.personas)} personas; {n_ties} tie(s), broken by the "
                  "control's answer if tied, else the lowest option index")
 
 
-def model_pick(g: Grid, test: np.ndarray, template: str, picks: Mapping[str, Optional[str]]):
+def model_pick(g: PersonaMatrix, test: np.ndarray, template: str, picks: Mapping[str, Optional[str]]):
     """Per test question, persona (template, the role the model picked for it); the control where the pick
     is unparsed (None), missing, or not a persona of the grid under `template`."""
     idx = np.flatnonzero(test)
-    column = {r: k for k, (t, r) in enumerate(g.personas) if t == template}
-    chosen = [picks.get(q) for q in g.qids[idx]]
+    column = {r: k for k, (t, r) in enumerate(g.keys) if t == template}
+    chosen = [picks.get(q) for q in g.questions[idx]]
     k = np.array([column.get(r, -1) if isinstance(r, str) else -1 for r in chosen])
     usable = k >= 0
     out = np.where(usable, g.correct[idx, np.maximum(k, 0)], g.control[idx])
-    n_missing = sum(q not in picks for q in g.qids[idx])
+    n_missing = sum(q not in picks for q in g.questions[idx])
     named = pd.Series([r for r in chosen if isinstance(r, str)], dtype=object)
     used = named[named.isin(list(column))].value_counts()
     top = f"most picked: {used.index[0]} ({int(used.iloc[0])})" if len(used) else "no usable pick"
@@ -277,24 +228,24 @@ def model_pick(g: Grid, test: np.ndarray, template: str, picks: Mapping[str, Opt
                  "the other questions use the control")
 
 
-def oracle(g: Grid, test: np.ndarray):
+def oracle(g: PersonaMatrix, test: np.ndarray):
     idx = np.flatnonzero(test)
-    return g.correct[idx].any(axis=1) | g.control[idx], "correct if any persona or the control is (upper bound)"
+    return g.correct[idx].any(axis=1) | (g.control[idx] == 1), "correct if any persona or the control is (upper bound)"
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
-def _similarity(g: Grid, texts: pd.DataFrame, df: pd.DataFrame, encoder) -> tuple[np.ndarray, np.ndarray]:
-    """(persona x question cosine in Grid order, question embeddings)."""
+def _similarity(g: PersonaMatrix, texts: pd.DataFrame, df: pd.DataFrame, encoder) -> tuple[np.ndarray, np.ndarray]:
+    """(persona x question cosine in matrix column order, question embeddings)."""
     from persona_bench.analysis.mechanisms import embed, question_texts
 
     t = texts.set_index(["template", "role"])["text"]
-    missing = [n for p, n in zip(g.personas, g.names) if p not in t.index]
+    missing = [n for p, n in zip(g.keys, g.names) if p not in t.index]
     if missing:
         raise ValueError(f"texts has no sentence for persona(s) {', '.join(missing)}")
-    q = question_texts(df).reindex(g.qids)
-    vec = embed([t[p] for p in g.personas] + list(q.values), encoder)
+    q = question_texts(df).reindex(g.questions)
+    vec = embed([t[p] for p in g.keys] + list(q.values), encoder)
     pv, qv = vec[: len(g.personas)], vec[len(g.personas):]
     return pv @ qv.T, qv
 
@@ -311,8 +262,11 @@ def evaluate_strategies(df: pd.DataFrame, texts: pd.DataFrame, n_seeds: int = 20
     self_pick.parquet; adds a model_pick/<template> row per persona template."""
     if n_seeds < 1:
         raise ValueError("n_seeds must be >= 1")
-    g = Grid(df)
-    if not g.personas:
+    missing = {"answer", "pred"} - set(df.columns)
+    if missing:
+        raise ValueError(f"predictions lack column(s) {sorted(missing)}; the strategies need them")
+    g = strategy_matrix(df)
+    if not len(g.personas):
         raise ValueError("no persona has a row for every question")
     test = g.mask("test")
     if not test.any():
@@ -346,10 +300,10 @@ def evaluate_strategies(df: pd.DataFrame, texts: pd.DataFrame, n_seeds: int = 20
         rows.append(row("classifier", *classifier(g, test, qv, seed)))
     rows.append(row("majority_vote", *majority_vote(g, test)))
     if picks is not None:
-        for t in dict.fromkeys(t for t, _ in g.personas):
+        for t in dict.fromkeys(t for t, _ in g.keys):
             rows.append(row(f"model_pick/{t}", *model_pick(g, test, t, picks)))
     rows.append(row("oracle", *oracle(g, test)))
     out = pd.DataFrame(rows, columns=COLUMNS)
     if g.dropped:
-        out.attrs["dropped_personas"] = g.dropped
+        out.attrs["dropped_personas"] = list(g.dropped)
     return out

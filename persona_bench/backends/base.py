@@ -25,7 +25,7 @@ class Backend(Protocol):
     def batch_budget(self, method: str) -> int:
         """Padded tokens per batch for `method` (letter | cloze | generate)."""
 
-    def packs(self, method: str) -> bool:
+    def packed_rows(self, method: str) -> bool:
         """True when a batch of `method` costs rows x its widest packed row (a cloze request's prompt and all its
         options in one row, scoring.cloze.packed_length); False when it costs rows x its widest prompt plus
         every option row (run.batching.make_batches)."""

@@ -84,7 +84,7 @@ class DummyBackend:
     def batch_budget(self, method: str) -> int:
         return self.batch_tokens
 
-    def packs(self, method: str) -> bool:
+    def packed_rows(self, method: str) -> bool:
         return False
 
     def score(self, requests: list[Request], method: str, budget: int) -> list[Result]:

@@ -62,7 +62,7 @@ class HFBackend:
         budget = self.batch_tokens or auto_batch_tokens(self.model, self.model.device, method)
         return budget * BATCH_FACTOR if method == "generate" else budget
 
-    def packs(self, method: str) -> bool:
+    def packed_rows(self, method: str) -> bool:
         return method == "cloze" and self.arch == "causal"  # scoring.cloze.cloze_causal packs each request in a row
 
     def score(self, requests: list[Request], method: str, budget: int) -> list[Result]:

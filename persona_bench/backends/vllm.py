@@ -122,7 +122,7 @@ class VLLMBackend:
 
         return (self.batch_tokens or 1 << 18) * (BATCH_FACTOR if method == "generate" else 1)
 
-    def packs(self, method: str) -> bool:
+    def packed_rows(self, method: str) -> bool:
         return False
 
     def score(self, requests: list[Request], method: str, budget: int) -> list[Result]:

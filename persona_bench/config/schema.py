@@ -3,10 +3,8 @@
 `conf/config.yaml` lists `schema` first in its defaults, so every YAML file is
 merged into these dataclasses: a misspelled key or a wrong type fails while
 composing, before any model or data loads. Value checks that types cannot express
-(allowed choices, ranges) live in `validate()`, which the runner calls first.
-
-This module imports Hydra's ConfigStore only inside `register()`, so the package
-stays usable without Hydra.
+(allowed choices, ranges) live in validate.py; `register()` (the package's __init__)
+puts these classes into Hydra's ConfigStore, so this module stays usable without Hydra.
 """
 
 from __future__ import annotations
@@ -78,7 +76,7 @@ class ModelConfig:
     quantization: str = "none"  # none | 8bit | 4bit (bitsandbytes: CUDA, or its CPU backend; not for GGUF)
     batch_tokens: int = 4096  # padded tokens per forward pass; 0 = auto (from free GPU memory; 4096 on the CPU)
     trust_remote_code: bool = False  # never true by default: runs code from the hub
-    placement: str = "auto"  # persona placement: auto | system | user | plain (see prompts.py)
+    placement: str = "auto"  # persona placement: auto | system | user | plain (see inputs/prompts.py)
     control_system: str = "none"  # control prompt: none (no system turn; the template may add its default) | empty ("" system turn)
     scoring: str = "letter"  # the scoring method this model uses when scoring.method=auto
     params_b: float = 0.0  # parameter count in billions, for dry-run memory and time estimates
@@ -132,7 +130,7 @@ class DatasetConfig:
 
 @dataclass
 class GenerateConfig:
-    """scoring.method=generate: the model writes an answer, the parser (parse.py) reads the option from it."""
+    """scoring.method=generate: the model writes an answer, the parser (scoring/parse.py) reads the option from it."""
     decoding: str = "greedy"  # greedy (deterministic) | sampled (the paper's: temperature, top_p, top_k below)
     max_new_tokens: int = 32  # tokens generated per prompt at most (the paper: 32)
     temperature: float = 1.0  # sampled only; 1.0 = the model's distribution (vLLM's default, as the paper ran)

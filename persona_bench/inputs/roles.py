@@ -229,7 +229,7 @@ def as_role(r: Union[Role, dict]) -> Role:
     )
 
 
-def run_roles(identity: dict) -> list[Role]:
+def roles_of_run(identity: dict) -> list[Role]:
     """The roles a run scored, from job.json's identity: its role set rebuilt with roles.build_roles
     (the same selection and articles the run used)."""
     rs = dict(identity["role_set"])

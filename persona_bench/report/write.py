@@ -8,7 +8,7 @@ RUN_DIR is a job directory (outputs/<experiment>/<model>-<id>), a multirun direc
 one run (persona_bench/analysis/runs.py). Writes, into --out (default: RUN_DIR/report for one
 directory, ./report otherwise):
 
-    report.json   every table, test, interval and strategy result (keys in the README)
+    report.json   every table, test, interval and strategy result (keys in docs/outputs.md)
     report.html   one self-contained page: figures embedded, tables, the regression, run stamps
     figures/*.png the figures
 

@@ -95,7 +95,7 @@ def score_items(backend: Backend, items: list["Item"], job: "Job", done: dict[in
         log.info("batch budget %d tokens (model.batch_tokens=0: chosen from free memory on %s)", budget,
                  backend.info.get("device"))
     extra = cfg.scoring.generate.max_new_tokens if method == "generate" else 0
-    packed = backend.packs(method)
+    packed = backend.packed_rows(method)
     queue = deque(b for b in ([i for i in batch if i not in done] for batch in make_batches(requests, budget, extra=extra, packed=packed)) if b)
     results: dict[int, Result] = dict(done)
     n_tokens = n_scored = n_batches = 0

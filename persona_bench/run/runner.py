@@ -89,7 +89,7 @@ def run(cfg: Config, backend: Optional[Backend] = None) -> dict:
                      job.config_id, saved.get("n_prompts"), store.out)
             return saved
         with interruptible(), claim_device(cfg.device, holder=str(store.out)) as device:
-            cfg.device = device  # auto with several GPUs: a GPU no other job holds (gpus.py); not part of the job id
+            cfg.device = device  # auto with several GPUs: a GPU no other job holds (models/gpus.py); not part of the job id
             return _run_job(job, store, backend)
     finally:
         store.close()

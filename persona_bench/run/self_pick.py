@@ -1,7 +1,7 @@
 """The paper's "the model picks its own persona" (section 6): before answering, the model is shown the
 question and the run's role set as a numbered list and asked which role would answer it best. Its
-pick, parsed like an answer (parse.py: the number or the role's name), becomes a persona-selection
-strategy in the report (strategies.py, `model_pick/<template>`): the question is then scored with
+pick, parsed like an answer (scoring/parse.py: the number or the role's name), becomes a persona-selection
+strategy in the report (analysis/strategies.py, `model_pick/<template>`): the question is then scored with
 the persona the model picked.
 
     <run>/self_pick.parquet   question_id, subject, prompt, generation, parsed, parse_rule, role

@@ -1,11 +1,11 @@
-"""Hydra callbacks (the one module besides run.py that imports Hydra).
+"""The Hydra callback of a sweep (with run.py, the only code that imports Hydra at run time).
 
 `SweepSummary` runs in the process that launches a multirun: when the sweep ends it lists every
 job that ran, and the failed ones with their reasons (read from each job's status.json, which
 the job writes even when it fails), writes `<sweep dir>/sweep_status.json`, and exits non-zero
 when a job failed, after all the other jobs have run. Before that, unless `report.enabled=false`,
 it writes the cross-run report of the sweep's complete jobs into `<sweep dir>/report`
-(persona_bench/report.py): every model side by side, role rankings compared across models.
+(persona_bench/report): every model side by side, role rankings compared across models.
 """
 
 from __future__ import annotations

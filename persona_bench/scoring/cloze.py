@@ -199,7 +199,7 @@ def _cloze_cached(model, requests: list[Request], pad_id: int, budget: int = 409
     targets = [[o[0] for o in r.option_ids] for r in requests]
     # ... the rest continue from the prompt's cache, in groups of option rows of similar length.
     cache = _cache_of(out)
-    snapshot = [(l.keys, l.values, getattr(l, "cumulative_length", None)) for l in cache.layers]
+    snapshot = [(layer.keys, layer.values, getattr(layer, "cumulative_length", None)) for layer in cache.layers]
     rest = [requests[k].option_ids[j][:-1] for k, j in pairs]  # inputs whose successors are scored
     real = mask.sum(-1)
     for group in option_groups([len(x) for x in rest], budget):

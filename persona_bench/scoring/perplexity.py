@@ -116,13 +116,13 @@ def write_perplexity(out_dir, personas_df: pd.DataFrame, res: list[dict]) -> pd.
 
 def _run_plan(run_dir: Path) -> tuple[dict, pd.DataFrame, Optional[str]]:
     """(identity.model, personas (template, role, text), the dtype the run used per summary.json or None)."""
-    from persona_bench.inputs.roles import persona_texts, run_roles
+    from persona_bench.inputs.roles import persona_texts, roles_of_run
 
     job = json.loads((run_dir / JOB).read_text())
     ident = job["identity"]
     summary = json.loads((run_dir / SUMMARY).read_text()) if (run_dir / SUMMARY).exists() else {}
     templates = ident.get("template") or summary.get("templates") or {}
-    texts = persona_texts(templates, run_roles(ident))
+    texts = persona_texts(templates, roles_of_run(ident))
     return ident["model"], texts, (summary.get("model") or {}).get("dtype")
 
 
