@@ -34,6 +34,19 @@ def override(cfg: Config, **over) -> Config:
     return cfg
 
 
+# A handful of questions and roles, quiet, local files only, no after-run steps.
+SMALL = [
+    "dataset.subjects=[clinical_knowledge,high_school_physics]",
+    "dataset.per_subject=3",
+    "role_set.names=[doctor,friend]",
+    "progress=false",
+    "tracking=none",
+    "report.enabled=false",
+    "report.perplexity=false",
+    "report.self_pick=false",
+]
+
+
 def tiny_cfg(model_dir: Path, arch: str, out: Path, **over) -> Config:
     """The demo config pointed at a tiny local model, on a handful of questions."""
     cfg = compose_cfg([
@@ -44,14 +57,7 @@ def tiny_cfg(model_dir: Path, arch: str, out: Path, **over) -> Config:
         f"model.arch={'seq2seq' if arch == 't5' else 'causal'}",
         "model.dtype=fp32",
         "model.params_b=0.0001",
-        "dataset.subjects=[clinical_knowledge,high_school_physics]",
-        "dataset.per_subject=3",
-        "role_set.names=[doctor,friend]",
-        "progress=false",
-        "tracking=none",
-        "report.enabled=false",
-        "report.perplexity=false",
-        "report.self_pick=false",
+        *SMALL,
     ], out=str(out))
     return override(cfg, **over)
 
@@ -59,17 +65,7 @@ def tiny_cfg(model_dir: Path, arch: str, out: Path, **over) -> Config:
 def dummy_cfg(out: Path, **over) -> Config:
     """The demo config on a handful of questions, for runs on the dummy backend (backends.dummy): the
     embedded model's config, never loaded."""
-    cfg = compose_cfg([
-        "dataset.subjects=[clinical_knowledge,high_school_physics]",
-        "dataset.per_subject=3",
-        "role_set.names=[doctor,friend]",
-        "progress=false",
-        "tracking=none",
-        "report.enabled=false",
-        "report.perplexity=false",
-        "report.self_pick=false",
-    ], out=str(out))
-    return override(cfg, **over)
+    return override(compose_cfg(SMALL, out=str(out)), **over)
 
 
 class BagOfWords:

@@ -30,15 +30,11 @@ from persona_bench.outputs import CONTROL
 
 NONE = "(none)"  # level label of a missing attribute (no domain, no category, ...)
 
-
 ATTRIBUTES = ("role_category", "gender", "domain", "interpersonal")
-
 
 GROUP_FACTORS = ("template",) + ATTRIBUTES
 
-
 ORDERS = ("rows", "question_id")  # question order: control-row order, or sorted by question id
-
 
 SPLIT_SHARES = (0.6, 0.2)  # train, val; the rest is test
 

@@ -16,7 +16,6 @@ from persona_bench.config.schema import Config
 RUNTIME_KEYS = ("hydra", "output_dir", "cache_dir", "dry_run", "device", "threads", "progress", "overwrite",
                 "tracking", "sweep_name", "report")
 
-
 RUNTIME_MODEL_KEYS = ("batch_tokens",)
 
 

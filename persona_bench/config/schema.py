@@ -18,48 +18,33 @@ from omegaconf import MISSING
 
 ARCHS = ("causal", "seq2seq")
 
-
 DTYPES = ("auto", "bf16", "fp16", "fp32")
-
 
 QUANTIZATIONS = ("none", "8bit", "4bit")
 
-
 PLACEMENTS = ("auto", "system", "user", "plain")
-
 
 CONTROL_SYSTEM = ("none", "empty")
 
-
 MODEL_SOURCES = ("hub", "local", "pypi_gguf")
-
 
 SCORING_METHODS = ("auto", "letter", "cloze", "generate")
 
-
 DECODINGS = ("greedy", "sampled")
-
 
 GENERATE_BACKENDS = ("hf", "vllm")
 
-
 FORMATS = ("auto", "mmlu", "paper", "cloze")
-
 
 CLOZE_SCORES = ("mean", "sum")
 
-
 DATA_SOURCES = ("pypi", "hf", "csv", "file")
-
 
 TRACKING_BACKENDS = ("wandb", "none")
 
-
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
 
-
 ROLE_CATEGORIES = ("family", "romantic", "school", "social", "work", "ai", "occupation", "other")
-
 
 GENDERS = ("male", "female", "neutral", "unknown")
 

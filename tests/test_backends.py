@@ -1,0 +1,62 @@
+"""The backend contract (backends/base.py): every backend satisfies it, the runner needs nothing else, and a
+job's files follow the results schema (outputs.py) whatever the backend."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from helpers import dummy_cfg, tiny_cfg
+
+from persona_bench.backends.base import Backend
+from persona_bench.backends.dummy import DummyBackend
+from persona_bench.backends.hf import HFBackend
+from persona_bench.outputs import (
+    GENERATION_COLUMNS,
+    PERPLEXITY,
+    PERPLEXITY_COLUMNS,
+    PREDICTION_COLUMNS,
+    PREDICTIONS,
+    SELF_PICK,
+    SELF_PICK_COLUMNS,
+    SUMMARY,
+)
+from persona_bench.run import run
+from persona_bench.run.setup import setup
+
+
+def test_the_backends_satisfy_the_protocol(tiny_model_dir, tmp_path):
+    assert isinstance(DummyBackend(), Backend)
+    _, backend, _ = setup(tiny_cfg(tiny_model_dir("llama"), "llama", tmp_path))
+    assert isinstance(backend, HFBackend) and isinstance(backend, Backend)
+
+
+@pytest.mark.parametrize("method,fmt", [("letter", "mmlu"), ("cloze", "cloze"), ("generate", "paper")])
+def test_a_job_on_the_dummy_backend_writes_the_schema(tmp_path, method, fmt):
+    """Every column of predictions.parquet is in the schema (generation columns only when generating), and
+    the after-run steps write theirs: the whole runner, store and steps without a model."""
+    out = tmp_path / method
+    cfg = dummy_cfg(out, scoring__method=method, scoring__format=fmt)
+    cfg.report.self_pick = cfg.report.perplexity = True
+    summary = run(cfg, DummyBackend(batch_tokens=300))
+    df = pd.read_parquet(out / PREDICTIONS)
+    want = PREDICTION_COLUMNS + (GENERATION_COLUMNS if method == "generate" else [])
+    assert list(df.columns) == want
+    assert summary["n_prompts"] == len(df) == 6 * 5 and json.loads((out / SUMMARY).read_text())["n_prompts"] == 30
+    assert set(df["scoring"]) == {method} and df["pred"].between(0, 3).all()  # the dummy always answers
+    assert list(pd.read_parquet(out / SELF_PICK).columns) == SELF_PICK_COLUMNS
+    assert list(pd.read_parquet(out / PERPLEXITY).columns) == PERPLEXITY_COLUMNS
+
+
+def test_the_dummy_backend_is_deterministic_whatever_the_batch():
+    """What makes it a fair stand-in for resume tests: a request's result does not depend on its batch-mates."""
+    from persona_bench.scoring.requests import Request
+
+    reqs = [Request(list(range(i, i + 5)), label_ids=[7, 8, 9, 10], option_ids=[[1, 2], [3], [4, 5, 6]])
+            for i in range(6)]
+    b = DummyBackend()
+    whole = b.score(reqs, "letter", 100)
+    alone = [b.score([r], "letter", 100)[0] for r in reqs]
+    assert whole == alone
+    assert b.score(reqs[::-1], "cloze", 100) == b.score(reqs, "cloze", 100)[::-1]
