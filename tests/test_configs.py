@@ -51,6 +51,24 @@ def test_paper_experiment_pins_the_study():
     assert resolved_scoring(cfg) == ("letter", "mmlu")
 
 
+def test_the_paper_experiment_keeps_all_2457_sample_rows_on_request():
+    """experiment=paper scores the 2,410 unique questions; dataset.dedupe=false every row the paper averaged over
+    (its 47 repeats included, each its own question: docs/paper-mode.md). Another job, another id."""
+    from persona_bench.config.job_id import config_id
+
+    rows = compose_cfg(["experiment=paper", "model=flan", "dataset.dedupe=false"])
+    assert rows.dataset.sample == "mmlu_paper" and not rows.dataset.dedupe
+    assert config_id(rows) != config_id(compose_cfg(["experiment=paper", "model=flan"]))
+
+
+@pytest.mark.parametrize("fmt", ["paper_v1", "paper_v2", "paper_adapted"])
+def test_the_studys_prompt_formats_compose(fmt):
+    for scoring in ("generate", "letter"):
+        cfg = compose_cfg([f"scoring={scoring}", f"prompt_format={fmt}"])
+        validate(cfg)
+        assert resolved_scoring(cfg) == (scoring, fmt)
+
+
 def test_command_line_groups_override_the_experiment():
     cfg = compose_cfg(["role_set=ai", "dataset.per_subject=2"])
     assert cfg.role_set.name == "ai" and cfg.dataset.per_subject == 2

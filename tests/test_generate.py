@@ -17,6 +17,7 @@ from helpers import tiny_cfg
 
 from persona_bench.backends.hf import HFBackend
 from persona_bench.config.schema import GenerateConfig
+from persona_bench.run import steps
 from persona_bench.run.runner import Interrupted, run
 from persona_bench.run.store import JobStore
 from persona_bench.scoring.generate import Decoder, generate_batch, prompt_seed
@@ -107,7 +108,8 @@ def test_generated_answers_are_parsed_on_every_row(tiny_model_dir, tmp_path, mon
     monkeypatch.setattr(HFBackend, "generate", fake_generator(texts))
     out = tmp_path / "g"
     cfg = gen_cfg(tiny_model_dir, out)
-    cfg.report.self_pick = True
+    cfg.report.enabled = cfg.report.self_pick = True  # report.enabled: every after-run step's switch
+    monkeypatch.setattr(steps, "write_report", lambda *a, **k: {})  # the report itself: tests/test_report.py
     summary = run(cfg)
     df = pd.read_parquet(out / "predictions.parquet")
     expect = {" 2. because": 1, "I don't know": -1, " 3": 2, "The answer is (4).": 3}

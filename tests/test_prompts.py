@@ -120,13 +120,15 @@ PAPER_QUESTION = ("The following is a multiple choice question (with answers). R
 
 
 def test_paper_format_through_a_chat_template_golden(tiny_model_dir):
-    """The study's prompt: the persona as the system turn, the instruction and numbered options as the user
+    """paper_adapted (format=paper for a model the study did not run; the study's own prompts are in
+    test_paper_prompts.py): the persona as the system turn, the study's instruction and question text as the user
     turn, and no "Answer:" cue: the template's own generation prompt says whose turn it is."""
     from persona_bench.inputs.prompts import paper_cue
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir("llama", "system"))
     body = question_body(Q, "paper", cue=paper_cue("system", "causal"))
     assert body.text == PAPER_QUESTION and body.labels == ("1", "2", "3", "4")
+    assert question_body(Q, "paper_adapted", cue="") == body
     text, special = render(tok, "You are a doctor.", body.text, "system")
     assert text == (f"<|system|>\nYou are a doctor.<|end|>\n<|user|>\n{PAPER_QUESTION}<|end|>\n<|assistant|>\n")
     assert special is False

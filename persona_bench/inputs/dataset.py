@@ -19,7 +19,7 @@ import pandas as pd
 
 from persona_bench.config.errors import ConfigError, did_you_mean
 from persona_bench.config.schema import DatasetConfig, default_cache_dir
-from persona_bench.inputs.questions import Question, dedupe, subsample
+from persona_bench.inputs.questions import Question, dedupe, number_repeats, subsample
 from persona_bench.inputs.sources import SOURCES
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ def load_questions(cfg: DatasetConfig, cache_dir: Optional[str] = None) -> list[
     if not pool:
         raise ConfigError(f"dataset {cfg.name}: source {cfg.source} gave no questions")
     questions = resolve_sample(pool, sample, cfg.sample) if sample is not None else pool
+    if not cfg.dedupe:  # repeats stay, one identity each, numbered in the sample's (or source's) order
+        questions = number_repeats(questions)
     if cfg.subjects is not None:
         check_subjects(cfg, pool, questions)
         wanted = set(cfg.subjects)

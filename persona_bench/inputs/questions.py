@@ -7,6 +7,12 @@ sample) can be shipped as identities and resolved against MMLU at run time.
 Normalisation: unicode NFC, whitespace collapsed and stripped, and trailing
 periods removed from every option (about a third of the paper's sample lacks the
 trailing "." that MMLU has on the same option).
+
+A question that appears more than once in a job's list (the paper's sample repeats
+27 questions within a subject; MMLU repeats some) keeps one identity per occurrence
+when the job keeps repeats (dataset.dedupe=false): the k-th occurrence is
+"<subject>/<hash>#k" (number_repeats), so every row of the prompt grid stays its own
+prompt in the results and the analysis.
 """
 
 from __future__ import annotations
@@ -66,11 +72,32 @@ def make_question(subject: str, question: str, choices: list[str], answer: int, 
     return Question(f"{subject}/{content_hash(question, choices)}", subject, str(question), choices, int(answer), meta)
 
 
+REPEAT = "#"  # "<subject>/<hash>#k": the k-th occurrence (k >= 2) of a question in a job's list
+
+
+def base_id(qid: str) -> str:
+    """A question's identity without its occurrence number: '<subject>/<hash>'."""
+    return qid.split(REPEAT, 1)[0]
+
+
+def number_repeats(questions: Iterable[Question]) -> list[Question]:
+    """The questions with the k-th occurrence (k >= 2) of an identity renamed '<id>#k' (meta occurrence=k),
+    in list order; first occurrences keep their identity. Questions in two subjects already differ by
+    subject."""
+    seen: dict[str, int] = {}
+    out = []
+    for q in questions:
+        k = seen[q.id] = seen.get(q.id, 0) + 1
+        out.append(q if k == 1 else Question(f"{q.id}{REPEAT}{k}", q.subject, q.question, q.choices, q.answer,
+                                             {**q.meta, "occurrence": k}))
+    return out
+
+
 def dedupe(questions: Iterable[Question]) -> list[Question]:
     """Keep the first of questions with the same text and options, in any subject."""
     seen, out = set(), []
     for q in questions:
-        h = q.id.split("/", 1)[1]
+        h = base_id(q.id).split("/", 1)[1]
         if h not in seen:
             seen.add(h)
             out.append(q)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from persona_bench.inputs.prompts import continuation, paper_cue, question_body, render
+from persona_bench.inputs.prompts import continuation, make_prompter
 from persona_bench.inputs.questions import Question
 from persona_bench.inputs.roles import Role, Template
 from persona_bench.scoring.generate import prompt_seed
@@ -62,13 +62,15 @@ def build_items(job: Job, tokenizer) -> list[Item]:
     cfg, questions, grid, placement, method, fmt = job.cfg, job.questions, job.grid, job.placement, job.method, job.fmt
     arch = cfg.model.arch
     labels = LabelResolver(tokenizer, arch)
-    cue = paper_cue(placement, arch)
-    bodies = [question_body(q, fmt, cfg.scoring.subject_header, cue) for q in questions]
+    prompter = make_prompter(fmt, cfg.model, placement, cfg.scoring.subject_header)
+    if prompter.study is not None:
+        log.info("prompts: the study's own template %s (persona placement: %s)", prompter.name, placement)
+    bodies = [prompter.body(q) for q in questions]
     texts, specials, meta = [], [], []
     for template, role in grid:
         persona = template.render(role) if role is not None else None
         for q, body in zip(questions, bodies):
-            text, add_special = render(tokenizer, persona, body.text, placement, cfg.model.control_system)
+            text, add_special = prompter.render(tokenizer, persona, body)
             texts.append(text)
             specials.append(add_special)
             meta.append((q, template, role, body))
