@@ -22,7 +22,7 @@ from persona_bench.outputs import (
     SELF_PICK_COLUMNS,
     SUMMARY,
 )
-from persona_bench.run import run
+from persona_bench.run import run, steps
 from persona_bench.run.setup import setup
 
 
@@ -33,12 +33,13 @@ def test_the_backends_satisfy_the_protocol(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("method,fmt", [("letter", "mmlu"), ("cloze", "cloze"), ("generate", "paper")])
-def test_a_job_on_the_dummy_backend_writes_the_schema(tmp_path, method, fmt):
+def test_a_job_on_the_dummy_backend_writes_the_schema(tmp_path, method, fmt, monkeypatch):
     """Every column of predictions.parquet is in the schema (generation columns only when generating), and
     the after-run steps write theirs: the whole runner, store and steps without a model."""
     out = tmp_path / method
     cfg = dummy_cfg(out, scoring__method=method, scoring__format=fmt)
-    cfg.report.self_pick = cfg.report.perplexity = True
+    cfg.report.enabled = cfg.report.self_pick = cfg.report.perplexity = True  # report.enabled: every step's switch
+    monkeypatch.setattr(steps, "write_report", lambda *a, **k: {})  # the report itself: tests/test_report.py
     summary = run(cfg, DummyBackend(batch_tokens=300))
     df = pd.read_parquet(out / PREDICTIONS)
     want = PREDICTION_COLUMNS + (GENERATION_COLUMNS if method == "generate" else [])

@@ -7,6 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 from helpers import ROOT, tiny_cfg
 
 from persona_bench.run.runner import run
@@ -60,12 +61,45 @@ def test_results_do_not_depend_on_batch_size(tiny_model_dir, tmp_path, arch, met
     assert set(a.placement) == {"plain"}
 
 
-def test_quantized_4bit_run_on_cpu(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("quant", ["4bit", "8bit"])
+def test_quantized_run_on_cpu(tiny_model_dir, tmp_path, quant):
+    """The layers really are bitsandbytes layers, counted at load and recorded: every linear layer but the output
+    layer (which bitsandbytes keeps in full precision), in fewer bytes than the fp32 weights."""
     pytest.importorskip("bitsandbytes")
+    cfg = tiny_cfg(tiny_model_dir("llama"), "llama", tmp_path, model__quantization=quant, scoring__method="letter",
+                   scoring__format="mmlu", scoring__self_check_min=4)
+    summary = run(cfg)
+    m = summary["model"]
+    assert m["quantization"] == m["quantization_requested"] == quant and summary["n_prompts"] == 30
+    assert m["quantized_layers"] > 0 and m["quantized_layers"] == m["linear_layers"] - 1 == 14
+    assert m["n_params"] == 176_448  # the parameters the layers stand for (4-bit packs two in a byte)
+    assert m["weight_bytes"] < 0.75 * 4 * m["n_params"]  # fp32: 4 bytes a parameter
+    assert summary["self_check"]["path"] == f"{quant} (bitsandbytes), batch 1, unpadded"
+
+
+def test_quantization_skipped_at_load_fails_with_a_clear_message(tiny_model_dir, tmp_path, monkeypatch):
+    """A BitsAndBytesConfig that never reaches from_pretrained (here: replaced by None) loads the model in full
+    precision; the load counts no bitsandbytes layer and stops, instead of recording 4bit."""
+    pytest.importorskip("bitsandbytes")
+    import persona_bench.models.loading as loading
+    from persona_bench.config import ConfigError
+
+    monkeypatch.setattr(loading, "quantization_config", lambda cfg, dtype: None)
     cfg = tiny_cfg(tiny_model_dir("llama"), "llama", tmp_path, model__quantization="4bit", scoring__method="letter",
                    scoring__format="mmlu")
-    summary = run(cfg)
-    assert summary["model"]["quantization"] == "4bit" and summary["n_prompts"] == 30
+    with pytest.raises(ConfigError, match=r"model.quantization=4bit was asked for tiny_llama .*0 of its 15 linear "
+                                          r"layers are quantized.*or run it with model.quantization=none"):
+        run(cfg)
+    assert not (tmp_path / "predictions.parquet").exists()
+
+
+def test_quantized_layers_are_known_by_class_name_without_bitsandbytes():
+    from persona_bench.models.quantization import layer_quantization
+
+    fake4 = type("Linear4bit", (torch.nn.Linear,), {})(64, 64)
+    fake8 = type("Linear8bitLt", (torch.nn.Linear,), {})(64, 64)
+    assert layer_quantization(fake4, {}) == "4bit" and layer_quantization(fake8, {}) == "8bit"
+    assert layer_quantization(torch.nn.Linear(64, 64), {}) is None
 
 
 def run_py(*args, timeout=900):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Optional, Protocol, runtime_checkable
 
 from persona_bench.config.schema import GenerateConfig
+from persona_bench.scoring.reference import Reference
 from persona_bench.scoring.requests import Request, Result
 
 
@@ -40,6 +41,11 @@ class Backend(Protocol):
     def perplexity(self, texts: list[str]) -> Optional[list[dict]]:
         """{n_tokens, nll_mean, perplexity} per text (scoring.perplexity), or None when the backend cannot
         compute it."""
+
+    def reference(self, requests: list[Request], method: str) -> Optional[Reference]:
+        """The numerical self-check's results for `requests` (letter | cloze | generate: the labels' logit answer),
+        computed on an independent path: fp32 where memory allows, batch 1, no padding, no packing, no KV-cache
+        reuse (scoring.reference); None when the backend has no such path (recorded as not available)."""
 
     def free_memory(self) -> None:
         """Release cached memory after an out-of-memory error, before a smaller batch is tried."""

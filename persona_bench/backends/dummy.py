@@ -20,6 +20,7 @@ from typing import Optional, Union
 import torch
 
 from persona_bench.config.schema import GenerateConfig
+from persona_bench.scoring.reference import Reference
 from persona_bench.scoring.requests import Request, Result, softmax
 
 PAD, EOS, BOS = 0, 1, 2
@@ -126,6 +127,20 @@ class DummyBackend:
             nll = 1 + 4 * _unit(t) if n else None
             out.append({"n_tokens": n, "nll_mean": nll, "perplexity": math.exp(nll) if nll is not None else None})
         return out
+
+    def reference(self, requests: list[Request], method: str) -> Optional[Reference]:
+        """The same scores as score() (and generate()'s label logits), one request at a time like the real
+        reference path: the dummy has one exact path, so its self-check agrees fully. Not counted in `calls`."""
+        calls = list(self.calls)
+        try:
+            if method == "generate":
+                results = [Result(x.scores, x.probs, x.label_mass) for r in requests
+                           for x in self.generate([r], GenerateConfig())]
+            else:
+                results = [x for r in requests for x in self.score([r], method, self.batch_tokens)]
+        finally:
+            self.calls = calls
+        return Reference(results, path="dummy: the same deterministic scores", dtype="fp32", note="dummy backend")
 
     def free_memory(self) -> None:
         pass

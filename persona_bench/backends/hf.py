@@ -18,10 +18,12 @@ import torch
 from persona_bench.config.schema import GenerateConfig, ModelConfig
 from persona_bench.models.cost import auto_batch_tokens
 from persona_bench.models.loading import load_model
+from persona_bench.models.reference import reference_model
 from persona_bench.scoring.cloze import cloze_causal, cloze_seq2seq
 from persona_bench.scoring.generate import BATCH_FACTOR, generate_batch
 from persona_bench.scoring.letter import letter_causal, letter_seq2seq
 from persona_bench.scoring.perplexity import persona_perplexity
+from persona_bench.scoring.reference import Reference, reference_scores
 from persona_bench.scoring.requests import Request, Result
 
 
@@ -43,8 +45,10 @@ def score_batch(model, requests: list[Request], arch: str, method: str, pad_id: 
 class HFBackend:
     """A loaded transformers model and tokenizer (see base.Backend for the contract)."""
 
-    def __init__(self, model, tokenizer, info: dict, arch: str, batch_tokens: int, cloze_score: str = "mean"):
+    def __init__(self, model, tokenizer, info: dict, arch: str, batch_tokens: int, cloze_score: str = "mean",
+                 cfg: Optional[ModelConfig] = None, cache_dir: Optional[Path] = None):
         self.model, self.tokenizer, self.info = model, tokenizer, info
+        self.cfg, self.cache_dir = cfg, cache_dir  # where the weights came from: the self-check's fp32 copy
         self.arch = arch  # causal | seq2seq
         self.batch_tokens = batch_tokens  # model.batch_tokens; 0 = chosen from free memory
         self.cloze_score = cloze_score  # mean | sum: which log-likelihood decides a cloze answer
@@ -54,7 +58,7 @@ class HFBackend:
     def load(cls, cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path] = None,
              cloze_score: str = "mean") -> "HFBackend":
         model, tokenizer, info = load_model(cfg, device, cache_dir)
-        return cls(model, tokenizer, info, cfg.arch, cfg.batch_tokens, cloze_score)
+        return cls(model, tokenizer, info, cfg.arch, cfg.batch_tokens, cloze_score, cfg, cache_dir)
 
     def batch_budget(self, method: str) -> int:
         """model.batch_tokens, or chosen from free memory (0); generation batches get BATCH_FACTOR times as
@@ -73,6 +77,13 @@ class HFBackend:
 
     def perplexity(self, texts: list[str]) -> Optional[list[dict]]:
         return persona_perplexity(self.model, self.tokenizer, texts, self.arch, self.model.device)
+
+    def reference(self, requests: list[Request], method: str) -> Optional[Reference]:
+        """models.reference picks the weights (fp32: the run's, or a copy; else the run's dtype or quantization),
+        scoring.reference scores one prompt at a time."""
+        with reference_model(self.model, self.info, self.cfg, self.cache_dir) as (model, dtype, note):
+            results = reference_scores(model, requests, self.arch, method, self.cloze_score)
+        return Reference(results, path=f"{dtype}, batch 1, unpadded", dtype=dtype, note=note)
 
     def free_memory(self) -> None:
         gc.collect()

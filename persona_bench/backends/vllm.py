@@ -24,7 +24,7 @@ from typing import Any, Optional
 from persona_bench.config.errors import ConfigError
 from persona_bench.config.schema import GenerateConfig, ModelConfig
 from persona_bench.models.devices import resolve_device, resolve_dtype
-from persona_bench.models.loading import check_available, model_dir
+from persona_bench.models.loading import check_available, loaded_revision, model_dir
 from persona_bench.scoring.requests import Request, Result, softmax
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ def load_vllm_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[
     where, kwargs, stamp = model_dir(cfg, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     llm = load_vllm(cfg, where, kwargs.get("revision", cfg.revision), dtype)
-    info = {"model": cfg.name, "path": cfg.path, "source": cfg.source, "revision": cfg.revision, "arch": cfg.arch,
+    info = {"model": cfg.name, "path": cfg.path, "source": cfg.source,
+            "revision": loaded_revision(cfg, None, where, stamp), "arch": cfg.arch,
             "dtype": dtype, "quantization": cfg.quantization, "device": str(dev), "backend": "vllm",
             "n_params": int(cfg.params_b * 1e9),
             "n_non_embedding_params": int((cfg.non_embedding_params_b or cfg.params_b) * 1e9),
@@ -134,6 +135,9 @@ class VLLMBackend:
 
     def perplexity(self, texts: list[str]) -> Optional[list[dict]]:
         return None  # python -m persona_bench.scoring.perplexity RUN_DIR computes it with transformers
+
+    def reference(self, requests: list[Request], method: str) -> None:
+        return None  # vLLM has no plain reference path here; the self-check is recorded as not available
 
     def free_memory(self) -> None:
         pass

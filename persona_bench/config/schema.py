@@ -34,7 +34,7 @@ DECODINGS = ("greedy", "sampled")
 
 GENERATE_BACKENDS = ("hf", "vllm")
 
-FORMATS = ("auto", "mmlu", "paper", "cloze")
+FORMATS = ("auto", "mmlu", "paper", "paper_v1", "paper_v2", "paper_adapted", "cloze")
 
 CLOZE_SCORES = ("mean", "sum")
 
@@ -104,7 +104,7 @@ class DatasetConfig:
     path: Optional[str] = None  # csv: folder of Hendrycks-format CSVs; file: a CSV/JSONL file
     sample: Optional[str] = None  # shipped identity list (e.g. mmlu_paper) or a CSV path; null = all questions
     subjects: Optional[List[str]] = None  # subjects to keep (MMLU names with underscores); null = all
-    dedupe: bool = True  # drop repeated questions (same subject + content hash) in the sample
+    dedupe: bool = True  # drop repeated questions (same text and options, any subject); false keeps each, the k-th as <id>#k
     per_subject: Optional[int] = None  # keep at most this many questions per subject (seeded)
     limit: Optional[int] = None  # keep at most this many questions in all (seeded, after per_subject)
     seed: int = 0  # seed of the deterministic subsampling
@@ -129,10 +129,12 @@ class GenerateConfig:
 @dataclass
 class ScoringConfig:
     method: str = "auto"  # auto (the model's own default) | letter | cloze | generate
-    format: str = "auto"  # auto (mmlu for letter, cloze for cloze, paper for generate) | mmlu | paper | cloze
+    format: str = "auto"  # auto (mmlu for letter, cloze for cloze, paper for generate) | mmlu | paper | paper_v1 | paper_v2 | paper_adapted | cloze (docs/paper-mode.md)
     cloze_score: str = "mean"  # cloze: which log-likelihood decides: mean (per token) | sum (lm-evaluation-harness's acc)
     subject_header: bool = True  # mmlu format: start with "The following are multiple choice questions (with answers) about <subject>."
     collapse_warning: float = 0.6  # warn when one label takes more than this share of predictions
+    self_check: float = 0.02  # share of the prompts re-scored on the reference path (fp32, batch 1, unpadded) after the run; 0 = off; not part of the job id
+    self_check_min: int = 50  # the self-check re-scores at least this many prompts (at most all)
     generate: GenerateConfig = field(default_factory=GenerateConfig)  # generation settings (method=generate only)
 
 
@@ -152,12 +154,12 @@ class TrackingConfig:
 
 @dataclass
 class ReportConfig:
-    enabled: bool = True  # write the job's report (report.html, report.json, figures/) when it finishes; sweeps also get a cross-run report
-    perplexity: bool = True  # compute each persona sentence's perplexity under the evaluated model (perplexity.parquet) at the end of the run
+    enabled: bool = True  # every step after the results: self-pick, perplexity, the job's report (report.html, report.json, figures/) and a sweep's cross-run report; false: none of them
+    perplexity: bool = True  # (with enabled) compute each persona sentence's perplexity under the evaluated model (perplexity.parquet) at the end of the run
     similarity: bool = True  # prompt-question similarity and the similarity-based strategies (MiniLM, offline)
     n_boot: int = 2000  # paired bootstrap resamples for every interval
     seed: int = 0  # seed of the bootstrap, the random-persona strategy and the split-half checks
-    self_pick: bool = True  # ask the model which role of the role set it would answer each question as (self_pick.parquet; the model_pick strategy)
+    self_pick: bool = True  # (with enabled) ask the model which role of the role set it would answer each question as (self_pick.parquet; the model_pick strategy)
 
 
 @dataclass

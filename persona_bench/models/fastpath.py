@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import types
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -97,3 +98,15 @@ def contiguous_head(model) -> bool:
         return False
     head.register_forward_pre_hook(_contiguous_input)
     return True
+
+
+@contextmanager
+def unfused(model):
+    """The model with every module's own class forward for a while: the fused norms (fuse_norms) are taken
+    off and put back after, so a reference computation goes through transformers' code alone."""
+    saved = {m: m.__dict__.pop("forward") for m in model.modules() if "forward" in m.__dict__}
+    try:
+        yield model
+    finally:
+        for m, fwd in saved.items():
+            m.forward = fwd

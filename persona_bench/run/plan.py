@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from persona_bench.inputs.prompts import question_body
+from persona_bench.inputs.prompts import question_body, resolve_format, study_prompt
 from persona_bench.models.cost import bytes_per_param, matmul_tflops
 from persona_bench.models.devices import resolve_device, resolve_dtype
 from persona_bench.run.job import Job
@@ -59,10 +59,13 @@ def make_plan(job: Job) -> Plan:
     m = cfg.model
     dev = resolve_device(cfg.device)
     dtype = resolve_dtype(m.dtype, dev, m.arch)
+    study = study_prompt(fmt, m.path, m.arch)  # the study's own template around each question, if any
+    wrapper_chars = len(study.head + study.mid + study.tail) if study is not None else 0
     body_chars = 0
     for q in questions:
-        b = question_body(q, fmt, cfg.scoring.subject_header)  # plain-text cue: within a few characters of any
-        body_chars += len(b.text) + (sum(len(o) + 1 for o in b.options) if method == "cloze" else 0)
+        # the body with the plain-text cue (a chat template's is within a few characters of it)
+        b = question_body(q, resolve_format(fmt, m.path), cfg.scoring.subject_header)
+        body_chars += len(b.text) + wrapper_chars + (sum(len(o) + 1 for o in b.options) if method == "cloze" else 0)
     persona_chars = sum(len(t.render(r)) + 1 if r is not None else 0 for t, r in grid)
     chars = body_chars * len(grid) + persona_chars * len(questions)
     tokens = int(chars / CHARS_PER_TOKEN)

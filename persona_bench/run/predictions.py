@@ -4,13 +4,14 @@ summary.json (accuracies, the stamps that make it reproducible, throughput)."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import pandas as pd
 
 from persona_bench.analysis.summary import accuracy_summary
 from persona_bench.config.job_id import config_id
 from persona_bench.inputs.questions import data_hash
+from persona_bench.outputs import ran_stamp
 from persona_bench.run.items import Item, prompt_hash
 from persona_bench.run.job import package_versions
 from persona_bench.scoring.parse import parse_answer
@@ -68,11 +69,14 @@ def prediction_rows(job: "Job", items: list[Item], results: list[Result]) -> pd.
     return pd.DataFrame.from_records(recs)
 
 
-def job_summary(job: "Job", model_info: dict, df: pd.DataFrame, timing: dict) -> dict:
-    """summary.json: what ran (model, data, templates, scoring, shard, packages) and what it measured."""
+def job_summary(job: "Job", model_info: dict, df: pd.DataFrame, timing: dict,
+                self_check: Optional[dict] = None) -> dict:
+    """summary.json: what ran (model, data, templates, scoring, shard, packages) and what it measured, with
+    the numerical self-check (run.self_check; None when scoring.self_check=0)."""
     cfg, questions = job.cfg, job.questions
     return {
         "model": model_info,
+        "ran": ran_stamp(model_info),  # what the model ran as (job.json holds the same block)
         "config_id": config_id(cfg),
         "experiment": cfg.experiment_name,
         "role_set": cfg.role_set.name,
@@ -86,7 +90,8 @@ def job_summary(job: "Job", model_info: dict, df: pd.DataFrame, timing: dict) ->
         "shard": {"index": cfg.shard.index, "count": cfg.shard.count, "n_questions": len(questions),
                   "n_questions_total": getattr(questions, "n_total", len(questions)),
                   "whole_config_id": config_id(cfg, shard=False)},
-        **accuracy_summary(df, cfg.scoring.collapse_warning),
+        **accuracy_summary(df, cfg.scoring.collapse_warning, job.method),
         "throughput": timing,
+        "self_check": self_check,
         "packages": package_versions(),
     }

@@ -1,0 +1,109 @@
+"""Reference scoring for the numerical self-check: the plainest path there is, one prompt at a time.
+
+Batch size 1, no padding, no packing, no KV-cache reuse, none of the run's fast paths (head_logits,
+packed cloze rows, fused norms): the model's own forward pass and its own output layer, then fp32
+arithmetic on the logits.
+
+  letter    model(prompt).logits at the last position, log-softmax over the whole vocabulary; the
+            labels' logits, their softmax and vocabulary mass (a seq2seq model: encoder and the first
+            decoder step)
+  cloze     one forward pass over prompt + option per option, the option tokens' log-probabilities
+            summed, as lm-evaluation-harness's loglikelihood does (seq2seq: encoder and decoder per option)
+  generate  the labels' logit answer on the same prompt (letter after the label prefix); the generated
+            text is not checked
+
+compare(run, reference) is what the self-check records: the share of identical predicted answers and
+the largest absolute difference of the options' probabilities (Result.probs)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from persona_bench.scoring.cloze import cloze_result
+from persona_bench.scoring.requests import Request, Result, softmax
+
+
+@dataclass
+class Reference:
+    """A backend's reference results for some requests, and how they were computed."""
+    results: list[Result]
+    path: str  # e.g. "fp32, batch 1, unpadded"
+    dtype: str  # the reference's dtype: fp32, or the run's where no fp32 copy fit, or the quantization
+    note: str = ""  # which weights: the run's model, an fp32 copy, ...
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_logits_to_keep(cls) -> bool:
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
+
+
+def _causal_logits(model, ids: list[int], keep: int) -> torch.Tensor:
+    """fp32 logits of the last `keep` positions of one unpadded sequence (the model's own forward)."""
+    x = torch.tensor([ids], dtype=torch.long, device=model.device)
+    kw = {"logits_to_keep": keep} if _takes_logits_to_keep(type(model)) else {}
+    return model(input_ids=x, use_cache=False, **kw).logits[0, -keep:].float()
+
+
+def _seq2seq_logits(model, prompt: list[int], decoder: list[int]) -> torch.Tensor:
+    """fp32 decoder logits of one prompt (encoder and decoder in one plain forward pass)."""
+    dev = model.device
+    start = model.config.decoder_start_token_id
+    out = model(input_ids=torch.tensor([prompt], device=dev), decoder_input_ids=torch.tensor([[start] + decoder], device=dev),
+                use_cache=False)
+    return out.logits[0].float()
+
+
+def _letter(logits: torch.Tensor, label_ids: list[int]) -> Result:
+    """Labels' logits at one position (vocab,), their softmax and their share of the vocabulary."""
+    lab = logits[label_ids]
+    mass = torch.exp(torch.logsumexp(lab, 0) - torch.logsumexp(logits, 0)).item()
+    scores = lab.tolist()
+    return Result(scores=scores, probs=softmax(scores), label_mass=mass)
+
+
+def _option_logprob(logits: torch.Tensor, option: list[int]) -> float:
+    """Summed log-probability of `option` from the logits that predict its tokens (len(option), vocab)."""
+    lp = torch.log_softmax(logits, dim=-1)
+    return lp.gather(1, torch.tensor(option, device=lp.device).unsqueeze(1)).sum().item()
+
+
+@torch.inference_mode()
+def reference_one(model, r: Request, arch: str, method: str, cloze_by: str = "mean") -> Result:
+    """One request scored on the reference path (see the module's docstring)."""
+    if method in ("letter", "generate"):
+        prefix = r.label_prefix if method == "generate" else []
+        if arch == "seq2seq":
+            return _letter(_seq2seq_logits(model, r.prompt_ids, prefix)[-1], r.label_ids)
+        return _letter(_causal_logits(model, r.prompt_ids + prefix, 1)[-1], r.label_ids)
+    sums = []
+    for o in r.option_ids:
+        if not o:
+            sums.append(0.0)
+        elif arch == "seq2seq":
+            sums.append(_option_logprob(_seq2seq_logits(model, r.prompt_ids, o[:-1]), o))
+        else:  # the prompt and the option but its last token; the last len(o) positions predict the option
+            sums.append(_option_logprob(_causal_logits(model, r.prompt_ids + o[:-1], len(o)), o))
+    return cloze_result(sums, [len(o) for o in r.option_ids], cloze_by)
+
+
+def reference_scores(model, requests: list[Request], arch: str, method: str, cloze_by: str = "mean") -> list[Result]:
+    """Every request on the reference path, one at a time, in order."""
+    return [reference_one(model, r, arch, method, cloze_by) for r in requests]
+
+
+def compare(run: list[Result], reference: list[Result]) -> dict:
+    """How far the run's results are from the reference's: `agreement`, the share of requests with the same
+    predicted option; `max_prob_diff` and `mean_prob_diff`, the largest and the mean (over requests) largest
+    absolute difference of an option's probability (softmax over the options' scores)."""
+    pairs = [(a, b) for a, b in zip(run, reference) if a.scores and b.scores]
+    if not pairs:
+        return {"n_compared": 0, "agreement": None, "max_prob_diff": None, "mean_prob_diff": None}
+    diffs = [max(abs(x - y) for x, y in zip(softmax(a.scores), softmax(b.scores))) for a, b in pairs]
+    return {"n_compared": len(pairs),
+            "agreement": sum(a.pred == b.pred for a, b in pairs) / len(pairs),
+            "max_prob_diff": max(diffs),
+            "mean_prob_diff": sum(diffs) / len(diffs)}
