@@ -83,7 +83,8 @@ def predictions() -> pd.DataFrame:
 
 def write_results(out: Path) -> tuple[dict, pd.DataFrame]:
     df = predictions()
-    summary = {**accuracy_summary(df), "throughput": {"prompts_per_s": 12.5, "tokens_per_s": 900.0, "device": "cpu"}}
+    summary = {**accuracy_summary(df), "throughput": {"prompts_per_s": 12.5, "tokens_per_s": 900.0, "device": "cpu"},
+               "ran": {"dtype": "bf16", "revision": "0123abcd", "quantization": "none", "device": "cpu"}}
     out.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out / "predictions.parquet", index=False)
     (out / "summary.json").write_text(json.dumps(summary))
@@ -131,6 +132,7 @@ def test_offline_run_records_summary_config_table_and_artifact(wandb_env, monkey
     assert s["n_prompts"] == 16
 
     assert rec["config"]["model"] == {"name": "tiny", "batch_tokens": 4096}
+    assert rec["config"]["ran"] == summary["ran"]  # the resolved values, beside the config's `auto`
     assert rec["config"]["hf_token"] == REDACTED
     assert rec["config"]["dataset"]["path"] == f"https://user:{REDACTED}@example.org/mmlu"
     assert rec["run"]["group"] == "sweep-a" and rec["run"]["tags"] == ["tiny", "demo"]

@@ -9,6 +9,13 @@ with different scoring set-ups stay apart, labelled `<model>-<config id>`. When 
 are shards (shard.count > 1) and some shard of a job is not among the complete runs, a warning
 names the missing shard indices (Results.warnings); the report goes on with the shards it has.
 
+Runs of one model that ran differently (summary.json's `ran`: resolved dtype, revision, converted
+weights, quantization, device kind; a key an older run did not record is not compared) are never
+merged: a persona's answers and the control's on the same question would come from different
+numerics, and the paired tests would measure that difference as a persona effect. They stay apart,
+labelled by what differs (`<model>-bf16`, `<model>-fp32`), and a warning names both values and the
+runs (Results.warnings: report.json's meta.warnings and the top of report.html).
+
 Only what the analysis needs is loaded; the prompt text is kept for control rows only (the
 question as the model saw it, for prompt-question similarity), which keeps a 1.2M-row paper
 run small in memory. Runs with generated answers (scoring.method=generate) also keep `scoring`,
@@ -33,8 +40,11 @@ from persona_bench.outputs import (
     KEY,
     PERPLEXITY,
     PREDICTIONS,
+    RAN_KEYS,
     SELF_PICK,
     SUMMARY,
+    ran_differences,
+    ran_stamp,
 )
 
 log = logging.getLogger(__name__)
@@ -65,15 +75,20 @@ class Run:
 
     @property
     def setup(self) -> tuple:
+        """What the config decides and must agree for runs to be merged; what ran is compared apart (`ran`)."""
         s = self.summary
         m = s.get("model", {})
-        return (self.model, m.get("path"), m.get("revision"), m.get("dtype"), m.get("quantization"),
-                json.dumps(s.get("scoring"), sort_keys=True), *(s.get(k) for k in SETUP))
+        return (self.model, m.get("path"), json.dumps(s.get("scoring"), sort_keys=True), *(s.get(k) for k in SETUP))
+
+    @property
+    def ran(self) -> dict:
+        """What the model ran as (outputs.ran_stamp), from summary.json (older runs: from its model stamp)."""
+        return self.summary.get("ran") or ran_stamp(self.summary.get("model") or {})
 
     def stamp(self) -> dict:
         s = self.summary
-        keep = ("model", "config_id", "experiment", "role_set", "templates", "dataset", "placement", "scoring",
-                "shard", "n_prompts", "n_questions", "n_roles", "throughput", "packages")
+        keep = ("model", "ran", "config_id", "experiment", "role_set", "templates", "dataset", "placement", "scoring",
+                "shard", "n_prompts", "n_questions", "n_roles", "throughput", "self_check", "packages")
         return {"path": str(self.path), **{k: s.get(k) for k in keep}}
 
 
@@ -196,6 +211,36 @@ def missing_shards(label: str, runs: list[Run]) -> list[str]:
     return out
 
 
+def split_by_ran(members: list[Run]) -> list[tuple[dict, list[Run]]]:
+    """Runs of one set-up grouped by what ran: a run joins the first group whose known `ran` values all agree
+    with its own (keys one of them lacks are not compared). (known values, runs) per group, in order."""
+    groups: list[tuple[dict, list[Run]]] = []
+    for run in members:
+        ran = run.ran
+        for known, runs in groups:
+            if not ran_differences(known, ran):
+                runs.append(run)
+                known.update(ran)
+                break
+        else:
+            groups.append((dict(ran), [run]))
+    return groups
+
+
+def _ran_split_warning(model: str, parts: list[tuple[str, dict, list[Run]]], keys: list[str]) -> str:
+    def runs(rs: list[Run]) -> str:
+        first = str(rs[0].path)
+        return f"{len(rs)} run(s), e.g. {first}" if len(rs) > 1 else first
+
+    def values(known: dict) -> str:
+        return ", ".join(f"{k}={known.get(k, 'not recorded')}" for k in keys)
+
+    groups = "; ".join(f"{label} = {values(known)} ({runs(rs)})" for label, known, rs in parts)
+    return (f"{model}: runs of the same config ran differently ({', '.join(keys)}) and are NOT merged: {groups}. "
+            "Each is analysed on its own; to merge them, rerun the odd ones as the others ran "
+            "(model.dtype, model.revision=<commit>, device), or overwrite=true")
+
+
 def load_runs(paths: list) -> Results:
     """Read every complete run below `paths` into one predictions table per model (see the module doc)."""
     dirs = find_runs(paths)
@@ -212,8 +257,25 @@ def load_runs(paths: list) -> Results:
     predictions, by_model, perplexity, self_pick = {}, {}, {}, {}
     warnings: list[str] = []
     templates: dict[str, str] = {}
+    entries: list[tuple[str, list[Run]]] = []  # (label, runs merged as one) per set-up and what ran
     for setup, members in groups.items():
         label = setup[0] if names.count(setup[0]) == 1 else f"{setup[0]}-{members[0].summary.get('config_id')}"
+        split = split_by_ran(members)
+        if len(split) == 1:
+            entries.append((label, members))
+            continue
+        differ = {d[0] for a, _ in split for b, _ in split for d in ran_differences(a, b)}
+        keys = [k for k in RAN_KEYS if k in differ]
+        parts = [(f"{label}-" + "-".join(str(known.get(k, "na"))[:12] for k in keys), known, rs) for known, rs in split]
+        w = _ran_split_warning(setup[0], parts, keys)
+        log.warning("%s", w)
+        warnings.append(w)
+        entries += [(part_label, rs) for part_label, _, rs in parts]
+    seen: dict[str, int] = {}
+    for label, members in entries:
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:  # the same values under two set-ups of one config id: keep both, never overwrite
+            label = f"{label}-{seen[label]}"
         frames = [_read_predictions(r.path / PREDICTIONS) for r in members]
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         dup = df.duplicated(KEY, keep=False)

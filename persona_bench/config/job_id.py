@@ -17,6 +17,7 @@ RUNTIME_KEYS = ("hydra", "output_dir", "cache_dir", "dry_run", "device", "thread
                 "tracking", "sweep_name", "report")
 
 RUNTIME_MODEL_KEYS = ("batch_tokens",)
+RUNTIME_SCORING_KEYS = ("self_check", "self_check_min")  # the numerical self-check measures, it decides nothing
 
 
 def job_identity(cfg: Any, shard: bool = True) -> dict:
@@ -36,10 +37,10 @@ def job_identity(cfg: Any, shard: bool = True) -> dict:
         cfg = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
     ident = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
     ident["model"] = {k: v for k, v in ident.get("model", {}).items() if k not in RUNTIME_MODEL_KEYS}
-    scoring = dict(ident.get("scoring") or {})
+    scoring = {k: v for k, v in (ident.get("scoring") or {}).items() if k not in RUNTIME_SCORING_KEYS}
+    ident["scoring"] = scoring
     if scoring.get("method") != "generate":  # generation settings decide nothing else: ids stay as before
         scoring.pop("generate", None)
-        ident["scoring"] = scoring
     split = ident.pop("shard", None) or {}
     if shard and split.get("count", 1) != 1:
         ident["shard"] = split

@@ -12,10 +12,16 @@ import pandas as pd
 from persona_bench.analysis import compare, effects, mechanisms, strategies
 from persona_bench.analysis.runs import Results
 from persona_bench.analysis.summary import (
+    UNPARSED,
+    collapse_message,
+    collapse_share,
     generation_summary,
+    label_histogram,
     parse_failures,
     unparsed_examples,
 )
+from persona_bench.config.schema import ScoringConfig
+from persona_bench.inputs.questions import LETTERS
 from persona_bench.inputs.roles import persona_texts
 from persona_bench.outputs import CONTROL
 
@@ -54,9 +60,34 @@ def _mechanism_points(personas: pd.DataFrame, roles: list[dict], texts: pd.DataF
     return pts
 
 
+def predicted_labels(df: pd.DataFrame, runs: list) -> dict:
+    """How often each answer position was predicted, beside how often it is the correct one, and the collapse
+    warning (analysis.summary.collapse_message, with the threshold and the scoring method the runs had; None
+    when no label takes more than the threshold)."""
+    first = runs[0] if runs else None
+    scoring = (first.summary.get("scoring") or {}) if first else {}
+    threshold = ((first.identity.get("scoring") or {}).get("collapse_warning") if first else None) \
+        or ScoringConfig.collapse_warning
+    hist = label_histogram(df)
+    label, share = collapse_share(hist)
+    answers = df["answer"].astype(int).value_counts()
+    n_read = sum(v for k, v in hist.items() if k != UNPARSED)
+    rows = []
+    for k, v in hist.items():
+        read = k != UNPARSED  # unreadable generated answers: counted, outside the shares
+        right = int(answers.get(LETTERS.index(k), 0)) if read else None
+        rows.append({"label": k, "predicted": v, "predicted_share": v / n_read if read and n_read else None,
+                     "correct_answer": right, "correct_share": right / len(df) if read and len(df) else None})
+    table = pd.DataFrame(rows)
+    return {"histogram": hist, "table": table, "top_label": label, "top_share": round(share, 4),
+            "threshold": threshold, "method": scoring.get("method"),
+            "warning": collapse_message(hist, threshold, scoring.get("method"))}
+
+
 def analyse_model(df: pd.DataFrame, results: Results, model: str, opts: Options) -> dict:
     started = time.perf_counter()
     out = effects.analyse(df, n_boot=opts.n_boot, seed=opts.seed)
+    out["predicted_labels"] = predicted_labels(df, results.runs.get(model, []))
     used = sorted(df.loc[df["template"] != CONTROL, "role"].dropna().unique())
     roles = (results.roles[results.roles["name"].isin(used)] if len(results.roles) else pd.DataFrame({"name": used}))
     roles = roles.to_dict("records")

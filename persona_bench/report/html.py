@@ -17,7 +17,8 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top
 table{border-collapse:collapse;font-size:.85em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
 .note{color:#555;font-size:.9em}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.8em}
-nav a{margin-right:12px}details{margin:6px 0}.scroll{overflow-x:auto;max-width:100%}"""
+nav a{margin-right:12px}details{margin:6px 0}.scroll{overflow-x:auto;max-width:100%}
+.warning{background:#fff0f0;border:2px solid #c00;padding:8px 12px;margin:10px 0}"""
 
 
 def _table(df, max_rows: Optional[int] = None) -> str:
@@ -55,18 +56,24 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
              f"{len(result['per_model'])} model(s) by <code>{e(meta['command'])}</code>. "
              f"Intervals are 95% paired bootstrap intervals over questions ({meta['options']['n_boot']} resamples); "
              "differences are in accuracy (0.01 = 1 point).</p>",
-             *(f"<p class='note'><b>Warning:</b> {e(w)}</p>" for w in meta.get("warnings", [])),
+             *(f"<p class='warning'><b>Warning:</b> {e(w)}</p>" for w in meta.get("warnings", [])),
              "<nav>" + "".join(f"<a href='#{e(m)}'>{e(m)}</a>" for m in result["per_model"]) +
              "<a href='#cross'>models side by side</a><a href='#methods'>methods</a><a href='#runs'>runs</a></nav>",
-             "<h2 id='headline'>Headline</h2>", _table(result["cross_model"]["side_by_side"])]
+             "<h2 id='headline'>Headline</h2>", _table(result["cross_model"]["side_by_side"]),
+             _noise_floor_html(meta["runs"])]
     for model, a in result["per_model"].items():
         parts.append(f"<h2 id='{e(model)}'>{e(model)}</h2>")
+        labels = a.get("predicted_labels") or {}
+        if labels.get("warning"):
+            parts.append(f"<p class='warning' id='{e(model)}-collapse'><b>Warning:</b> {e(labels['warning'])}</p>")
         p = a["persona_effects"]
         n_sig = int(p["significant"].fillna(False).astype(bool).sum()) if len(p) else 0
         parts.append(f"<p>{len(p)} personas; {n_sig} differ from control after Holm's correction "
                      f"across all {len(p)} persona comparisons (exact McNemar tests).</p>")
         if "generation" in a:
             parts.append(_generation_html(a["generation"]))
+        if labels:
+            parts.append(_predicted_labels_html(labels))
         parts.append("<h3>Does any persona beat the control?</h3>")
         if f"{model}/personas" in figs:
             parts.append(_img(figs[f"{model}/personas"], f"{model} persona differences"))
@@ -159,6 +166,16 @@ def _generation_html(gen: dict) -> str:
     return "\n".join(parts)
 
 
+def _predicted_labels_html(labels: dict) -> str:
+    """The predicted-label histogram beside the correct answers' (the collapse check; its warning stands at the
+    top of the model's section)."""
+    return ("<h3>Predicted answers</h3>"
+            f"<p>How often each answer position was predicted, beside how often it is the correct answer. The most "
+            f"predicted, {html.escape(str(labels['top_label']))}, takes {_pct(labels['top_share'])} of the predictions; "
+            f"above {_pct(labels['threshold'])} (scoring.collapse_warning) the scorer may be collapsed.</p>"
+            + _table(labels["table"]))
+
+
 def _logit_vs_generation_html(pairs: pd.DataFrame, figs: dict[str, Path]) -> str:
     parts = ["<h3 id='logit-vs-generation'>Logit scoring versus generation</h3>",
              "<p>The same prompts answered two ways: by the answer labels' logits and by generating text. "
@@ -170,6 +187,29 @@ def _logit_vs_generation_html(pairs: pd.DataFrame, figs: dict[str, Path]) -> str
         parts.append(_img(figs["logit_vs_generation"], "persona differences: logits against generation"))
     parts.append(_table(pairs))
     return "\n".join(parts)
+
+
+def _noise_floor_html(runs: list[dict]) -> str:
+    """One line per run with a numerical self-check (summary.json self_check): how far its scores are from the
+    reference path's on a sample of its prompts."""
+    e = html.escape
+    lines = []
+    for r in runs:
+        sc = r.get("self_check")
+        if not sc:
+            continue
+        who = f"{(r.get('model') or {}).get('model', '?')} ({r.get('config_id')})"
+        if sc.get("agreement") is None:
+            lines.append(f"{e(who)}: not measured ({e(str(sc.get('error') or sc.get('path')))})")
+            continue
+        lines.append(f"{e(who)}: {sc.get('n_compared', sc['n'])} prompts re-scored ({e(str(sc['path']))}; run in "
+                     f"{e(str(sc.get('dtype_run')))}): the same answer on {100 * sc['agreement']:.1f}%, largest "
+                     f"option-probability difference {sc['max_prob_diff']:.2g}")
+    if not lines:
+        return ""
+    return ("<p class='note' id='noise-floor'><b>Numerical noise floor</b> (a sample of each run's prompts scored "
+            "again one at a time on a plain reference path: answers that change there are numerical noise, not "
+            "persona effects): " + "; ".join(lines) + ".</p>")
 
 
 def _stamp_row(run: dict) -> dict:

@@ -22,7 +22,7 @@ from persona_bench.config.schema import Config
 from persona_bench.config.validate import resolved_scoring, validate
 from persona_bench.inputs import shards
 from persona_bench.inputs.dataset import load_questions
-from persona_bench.inputs.prompts import resolve_placement
+from persona_bench.inputs.prompts import bound_placement
 from persona_bench.inputs.roles import (
     Role,
     Template,
@@ -79,8 +79,9 @@ class Job:
         return cls(cfg, method, fmt, roles, templates, grid, questions)
 
     def bind(self, tokenizer) -> str:
-        """Resolve model.placement against the tokenizer's chat template; returns it."""
-        self.placement = resolve_placement(tokenizer, self.cfg.model.placement)
+        """Resolve model.placement against the tokenizer's chat template (the study's own placement for its
+        prompts: inputs.prompts.bound_placement); returns it."""
+        self.placement = bound_placement(tokenizer, self.cfg.model, self.fmt)
         return self.placement
 
     @property

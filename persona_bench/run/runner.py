@@ -25,14 +25,16 @@ from persona_bench.backends.base import Backend
 from persona_bench.config.schema import Config
 from persona_bench.models.cost import matmul_tflops, utilisation
 from persona_bench.models.gpus import claim_device
+from persona_bench.outputs import ran_stamp
 from persona_bench.run.batching import score_items
 from persona_bench.run.items import prompt_hash
 from persona_bench.run.job import Job
 from persona_bench.run.plan import make_plan
 from persona_bench.run.predictions import job_summary, prediction_rows
+from persona_bench.run.self_check import self_check
 from persona_bench.run.setup import attach
 from persona_bench.run.steps import after_run
-from persona_bench.run.store import JobStore
+from persona_bench.run.store import JobStore, record_end
 from persona_bench.run.tracking import make_tracker, redact
 from persona_bench.scoring.requests import Result
 
@@ -110,6 +112,7 @@ def _run_job(job: Job, store: JobStore, backend: Optional[Backend]) -> dict:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         backend, items = attach(job, backend)
+        store.check_ran(ran_stamp(backend.info))  # what the model ran as, before any part is saved or read back
         log.info("%s", job.describe())
         hashes = [prompt_hash(it.prompt) for it in items]
         done = store.load(hashes)
@@ -123,12 +126,15 @@ def _run_job(job: Job, store: JobStore, backend: Optional[Backend]) -> dict:
             saved["n"] += len(batch)
 
         results, timing = score_items(backend, items, job, done, save)
+        log.info("scored %d prompts in %.1f s (%s prompts/s)", len(items) - len(done), timing["seconds"],
+                 timing["prompts_per_s"])
+        check = self_check(job, backend, items, results)  # re-scores a sample on the reference path; changes no result
         df = prediction_rows(job, items, results)
         info = backend.info
         tflops = matmul_tflops(info["dtype"] if info["dtype"] in ("bf16", "fp32", "fp16") else "fp32", str(info["device"]))
         timing["matmul_tflops"] = round(tflops, 3)
         timing["utilisation"] = round(utilisation(timing["tokens_per_s"] or 0, info["n_non_embedding_params"], tflops), 3)
-        summary = redact(job_summary(job, info, df, timing))
+        summary = redact(job_summary(job, info, df, timing, check))
         store.finish(df, summary)  # local results first; tracking second
         log.info("control accuracy %.4f, persona mean %.4f, by template %s; predicted labels %s; %s prompts/s, "
                  "%s tokens/s (%.0f%% of the %.2f TFLOP/s matmul rate); results in %s",
@@ -146,13 +152,14 @@ def _run_job(job: Job, store: JobStore, backend: Optional[Backend]) -> dict:
                         "python -m persona_bench.report %s", e, out, out)
             tracker.finish(ok=True)
             raise
-        store.status("interrupted", reason=str(e), n_saved=saved["n"], n_prompts=saved["of"])
+        record_end(out, "interrupted", e, reason=str(e), n_saved=saved["n"], n_prompts=saved["of"])
         log.warning("%s: %d of %d prompts are saved in %s; run the same command again to continue", e, saved["n"],
                     saved["of"], out)
         tracker.finish(ok=False)
         raise
     except BaseException as e:
-        store.status("failed", reason=f"{type(e).__name__}: {e}", n_saved=saved["n"], n_prompts=saved["of"])
+        # never raises: a disk full here must not hide `e` (status.json is written, or removed, not left `running`)
+        record_end(out, "failed", e, reason=f"{type(e).__name__}: {e}", n_saved=saved["n"], n_prompts=saved["of"])
         if saved["n"]:
             log.error("job failed with %d of %d prompts saved in %s; fix the cause and run the same command to "
                       "continue", saved["n"], saved["of"], out)

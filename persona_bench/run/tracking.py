@@ -340,6 +340,8 @@ class WandbTracker(Tracker):
             table = wandb.Table(columns=PER_ROLE_COLUMNS, data=per_role_rows(predictions))
             self.run.log({"per_role": table})
             self.run.summary.update(summary_metrics(summary))
+            if summary.get("ran"):  # what the model ran as (resolved dtype, revision, ...): the config says `auto`
+                self.run.config.update({"ran": summary["ran"]}, allow_val_change=True)
             files = [p for p in (out_dir / PREDICTIONS, out_dir / SUMMARY) if p.exists()]
             if self.cfg.log_artifact and files:
                 art = wandb.Artifact(artifact_name(self.run.name or self.run.id), type="predictions",
