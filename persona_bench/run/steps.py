@@ -1,6 +1,7 @@
 """The optional outputs of a finished job, while its model is still loaded: the model's own persona
 pick (self_pick.parquet), each persona sentence's perplexity under the model (perplexity.parquet),
-and the job's report. The results are already saved: a failure here is a warning."""
+and the job's report; report.enabled=false skips all three. The results are already saved: a failure
+here is a warning."""
 
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ log = logging.getLogger(__name__)
 
 
 def after_run(job: Job, backend: Backend, tracker: Tracker) -> None:
+    """report.enabled=false turns every step off; when on, report.self_pick and report.perplexity each turn
+    off their own step (the report then goes without that part)."""
     cfg, out = job.cfg, job.out
+    if not cfg.report.enabled:
+        log.info("report.enabled=false: no self-pick, perplexity or report after the run; python -m "
+                 "persona_bench.report %s writes the report later (without them)", out)
+        return
     if cfg.report.self_pick and job.roles:
         try:
             write_self_pick(out, self_pick(job, backend))
@@ -41,11 +48,10 @@ def after_run(job: Job, backend: Backend, tracker: Tracker) -> None:
         except Exception as e:
             log.warning("persona perplexity failed (%s: %s); results are saved; python -m "
                         "persona_bench.scoring.perplexity %s computes it later", type(e).__name__, e, out)
-    if cfg.report.enabled:
-        try:
-            figs = write_report([out], out / REPORT_DIR, Options(cfg.report.n_boot, cfg.report.seed, cfg.report.similarity),
-                                command=f"python -m persona_bench.report {out}")
-            tracker.log_figures(figs)
-        except Exception as e:
-            log.warning("the report failed (%s: %s); results are saved; python -m persona_bench.report %s retries it",
-                        type(e).__name__, e, out)
+    try:
+        figs = write_report([out], out / REPORT_DIR, Options(cfg.report.n_boot, cfg.report.seed, cfg.report.similarity),
+                            command=f"python -m persona_bench.report {out}")
+        tracker.log_figures(figs)
+    except Exception as e:
+        log.warning("the report failed (%s: %s); results are saved; python -m persona_bench.report %s retries it",
+                    type(e).__name__, e, out)
