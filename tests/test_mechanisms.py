@@ -113,11 +113,17 @@ def test_correlations_match_scipy_and_fisher_ci():
     # ngram frequency is correlated on log10: the same as x
     assert c.loc["log10_ngram_frequency", "pearson_r"] == pytest.approx(r, abs=1e-6)
     assert pd.isna(c.loc["constant", "pearson_r"]) and c.loc["constant", "n"] == 12
-    # a measure missing for some personas: n counts the others; role-keyed measures apply to every template
-    both = pd.concat([effects, effects.assign(template="audience")])
+    # a measure missing for some personas: n counts the others; role-keyed measures apply to every template;
+    # one point per role by default (n counts roles), one per persona with unit="persona"
+    both = pd.concat([effects, effects.assign(template="audience", delta=effects.delta + rng.normal(size=12) * 0.1)])
     m2 = measures.assign(ngram_frequency=[None] * 3 + list(10.0 ** x[3:]))
     c2 = M.correlations(both, m2).set_index("measure")
-    assert c2.loc["log10_ngram_frequency", "n"] == 18 and c2.loc["wordfreq_zipf", "n"] == 24
+    assert c2.loc["log10_ngram_frequency", "n"] == 9 and c2.loc["wordfreq_zipf", "n"] == 12
+    role_delta = both.groupby("role")["delta"].mean().loc[roles]
+    assert c2.loc["wordfreq_zipf", "pearson_r"] == pytest.approx(stats.pearsonr(x, role_delta)[0], abs=1e-6)
+    assert c2.loc["wordfreq_zipf", "p"] == pytest.approx(stats.pearsonr(x, role_delta)[1], abs=1e-6)
+    c2p = M.correlations(both, m2, unit="persona").set_index("measure")
+    assert c2p.loc["log10_ngram_frequency", "n"] == 18 and c2p.loc["wordfreq_zipf", "n"] == 24
     # (template, role)-keyed measures; perplexity is correlated as log
     ppl = effects[["template", "role"]].assign(perplexity=np.exp(x))
     c3 = M.correlations(effects, ppl).set_index("measure")

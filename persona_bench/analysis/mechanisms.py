@@ -7,7 +7,8 @@ and correlates them with each persona's delta to the control:
 
   role_frequencies(roles)             (role, wordfreq_zipf, ngram_frequency)
   similarity(df, texts)               (template, role, similarity): mean cosine to the questions
-  correlations(effects, measures)     (measure, n, pearson_r, ci_low, ci_high, p, spearman_rho, spearman_p)
+  correlations(effects, measures)     (measure, n, pearson_r, ci_low, ci_high, p, spearman_rho, spearman_p),
+                                      one point per role (delta and measure averaged over its templates)
 
 The sentences themselves come from inputs.roles.persona_texts; their perplexity under the evaluated model
 is scoring/perplexity.py's (it needs the model).
@@ -171,8 +172,14 @@ def _clean(x) -> Optional[float]:
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
 
-def correlations(effects: pd.DataFrame, measures: Union[pd.DataFrame, list[str]], target: str = "delta") -> pd.DataFrame:
+def correlations(effects: pd.DataFrame, measures: Union[pd.DataFrame, list[str]], target: str = "delta",
+                 unit: str = "role") -> pd.DataFrame:
     """(measure, n, pearson_r, ci_low, ci_high, p, spearman_rho, spearman_p): each measure against `target`.
+
+    unit="role" (default): one point per role: the target and the (transformed) measure averaged over the role's
+    templates, so n counts roles and a role shown under four templates is not four independent points (its word
+    frequency is one value, and its template deltas share the role's own offset). unit="persona": one point per
+    (template, role), as before; the p-value then treats a role's templates as independent, which it is not.
 
     effects: one row per persona (template, role, delta, accuracy), e.g. analysis.persona_effects(df).
     measures: keyed by role (role_frequencies) or by (template, role) (similarity, perplexity); every
@@ -183,6 +190,8 @@ def correlations(effects: pd.DataFrame, measures: Union[pd.DataFrame, list[str]]
     transformed (one table of persona points); those are correlated as they are."""
     from scipy import stats
 
+    if unit not in ("role", "persona"):
+        raise ValueError(f"unit={unit!r}; valid: role, persona")
     if isinstance(measures, pd.DataFrame):
         keys = ["template", "role"] if "template" in measures.columns else ["role"]
         merged = effects.merge(measures, on=keys, how="inner")
@@ -200,7 +209,10 @@ def correlations(effects: pd.DataFrame, measures: Union[pd.DataFrame, list[str]]
             x = f(x)
         ok = np.isfinite(x) & np.isfinite(y)
         x, y = x[ok], y[ok]
-        n = int(ok.sum())
+        if unit == "role" and "role" in merged.columns:
+            pts = pd.DataFrame({"role": merged["role"].to_numpy()[ok], "x": x, "y": y}).groupby("role", sort=True).mean()
+            x, y = pts["x"].to_numpy(), pts["y"].to_numpy()
+        n = len(x)
         r = p = rho = sp = float("nan")
         if n >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
             r, p = stats.pearsonr(x, y)

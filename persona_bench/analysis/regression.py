@@ -11,7 +11,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from persona_bench.analysis.design import independent_columns
 from persona_bench.analysis.matrix import PersonaMatrix
+
+TITLES = {"within": "Regression: question fixed effects (within-question OLS), errors clustered by question",
+          "mixedlm": "Mixed model: random intercept per question (REML), model-based errors"}  # what the estimator is
 
 REFERENCES = {"template": "speaker", "role_category": "occupation", "gender": "unknown",
               "domain_match": "out-of-domain"}  # preferred reference levels (else the most common level)
@@ -69,8 +73,8 @@ def factor_regression(df: pd.DataFrame, outcome: str = "correct", estimator: str
     base = (f"{formula}; linear probability model on the {len(y)} persona rows (control rows excluded); "
             f"domain_match = in-domain / out-of-domain (role with a domain) / no domain role; ")
     n_q = int((np.bincount(q) > 0).sum()) if len(q) else 0
-    result = {"estimator": estimator, "n_obs": int(len(y)), "n_questions": int(n_q),
-              "n_personas": int(len(g.personas)), "dropped": dropped, "converged": False}
+    result = {"estimator": estimator, "title": TITLES.get(estimator, estimator), "n_obs": int(len(y)), "n_questions": int(n_q),
+              "n_personas": int(len(g.personas)), "dropped": dropped, "notes": [], "converged": False}
     empty = pd.DataFrame(columns=["term", "factor", "level", "reference", "estimate", "se", "ci_low", "ci_high", "p"])
     if not cols or len(y) == 0:
         result.update(specification=base + "no term to estimate", coefficients=empty)
@@ -88,13 +92,11 @@ def factor_regression(df: pd.DataFrame, outcome: str = "correct", estimator: str
 
     yd = demean(y)
     Xd = np.column_stack([demean(c) for c in X.T])
-    keep = []  # drop aliased columns in order
-    for j in range(Xd.shape[1]):
-        trial = Xd[:, keep + [j]]
-        if np.linalg.matrix_rank(trial.T @ trial) == len(keep) + 1:
-            keep.append(j)
-        else:
-            dropped.append(f"{terms[j][0]}={terms[j][1]} (aliased)")
+    keep, aliased = independent_columns(Xd, [f"{f}={lv}" for f, lv, _ in terms])  # QR with a tolerance, in order
+    dropped += [f"{a} (aliased)" for a in aliased]
+    if not keep:
+        result.update(specification=base + "no term to estimate", coefficients=empty)
+        return result
     terms = [terms[j] for j in keep]
     Xd = Xd[:, keep]
     xtx_inv = np.linalg.inv(Xd.T @ Xd)
@@ -103,7 +105,10 @@ def factor_regression(df: pd.DataFrame, outcome: str = "correct", estimator: str
     scores = np.column_stack([np.bincount(q, weights=Xd[:, j] * u, minlength=len(counts)) for j in range(len(keep))])
     n, p_, groups = len(y), len(keep), int((counts > 0).sum())
     c = groups / max(groups - 1, 1) * (n - 1) / max(n - p_, 1)
-    se = np.sqrt(np.maximum(np.diag(c * xtx_inv @ (scores.T @ scores) @ xtx_inv), 0))
+    var = np.diag(c * xtx_inv @ (scores.T @ scores) @ xtx_inv)
+    se = np.sqrt(np.where(var > 0, var, np.nan))  # a variance <= 0 is no standard error: NaN, and said so
+    notes = [f"{f}={lv}: variance {v:.3g} <= 0, standard error not reported" for (f, lv, _), v in zip(terms, var)
+             if not v > 0]
     dof = max(groups - 1, 1)
     tcrit = stats.t.ppf(0.975, dof)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -111,7 +116,7 @@ def factor_regression(df: pd.DataFrame, outcome: str = "correct", estimator: str
     coef = pd.DataFrame({"term": [f"{f}={lv}" for f, lv, _ in terms], "factor": [t[0] for t in terms],
                          "level": [t[1] for t in terms], "reference": [t[2] for t in terms], "estimate": beta,
                          "se": se, "ci_low": beta - tcrit * se, "ci_high": beta + tcrit * se, "p": pval})
-    result.update(converged=True, coefficients=coef, specification=base + (
+    result.update(converged=True, coefficients=coef, notes=notes, specification=base + (
         "estimator: OLS after within-question demeaning (question intercepts absorbed; fixed-effect equivalent of "
         "the random-intercept model in this balanced design); covariance: cluster-robust by question_id (CR1: "
         "G/(G-1)*(N-1)/(N-K)); intervals and p from t with G-1 degrees of freedom"))
