@@ -164,7 +164,7 @@ def test_model_pick_uses_the_picked_persona_and_falls_back_to_control():
     assert r.loc["model_pick/speaker", "accuracy"] == 1.0
     assert r.loc["model_pick/audience", "accuracy"] == 0.0  # audience/star is always wrong
     assert r.loc["model_pick/speaker", "control_accuracy"] == 0.25
-    assert r.loc["model_pick/speaker", "mcnemar_p"] < 1e-6
+    assert r.loc["model_pick/speaker", "p"] < 1e-6
     assert list(res["strategy"])[-1] == "oracle"
     assert "40 of 40 test questions have a parsed pick" in r.loc["model_pick/speaker", "detail"]
     assert "most picked: star (40)" in r.loc["model_pick/speaker", "detail"]

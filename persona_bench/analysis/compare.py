@@ -23,7 +23,20 @@ same option), agreement_parsed (over parsed generated answers), question_agreeme
 (per question, the share of its prompts, control and personas, where both agree), share_questions_full_agreement,
 n_personas, n_same_sign, n_opposite_sign, n_zero (a delta of exactly 0 under either), share_same_sign
 (n_same_sign over the personas with a nonzero delta under both), spearman, spearman_p, pearson, pearson_p
-(between the two delta vectors, over all n_personas).
+(between the two delta vectors, over all n_personas), and the noise baseline (`split_half`): n_splits,
+split_half_spearman_logit / _generate (the same method's persona deltas on two random halves of the questions),
+split_half_spearman_cross (logits on one half against generation on the other), and split_half_same_sign_logit /
+_generate / _cross (the share of personas, nonzero on both halves, whose deltas keep their sign): means over
+n_splits random halvings.
+
+Why a baseline: logits and generation read the same prompt, so a persona's two deltas share that prompt's luck
+on every question; with no persona effect at all their agreement over all questions can look high. Disjoint
+halves share no question: with no persona effect every split-half rank correlation is about 0, and the sign
+shares are 1/2 on average over data sets (in one data set, a chance difference between all personas and the
+control moves both halves' signs together, as it moves the two methods' signs over all questions). With real
+effects the within-method values say how reproducible the deltas are at half the questions (no Spearman-Brown
+step-up: the values are for half-size samples and read as lower bounds for the full one). Cross-method agreement
+above split_half_spearman_cross is shared per-prompt noise.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from persona_bench.analysis.stats import boot_means
 from persona_bench.outputs import CONTROL, KEY
 
 SAME_PROMPTS = "same prompts"
@@ -45,9 +59,12 @@ PAIR_COLUMNS = ["pair", "kind", "model", "logit_label", "generate_label", "logit
                 "n_parsed", "logit_control_accuracy", "logit_persona_accuracy", "generate_control_accuracy",
                 "generate_persona_accuracy", "agreement", "agreement_parsed", "question_agreement_mean",
                 "question_agreement_median", "share_questions_full_agreement", "n_personas", "n_same_sign",
-                "n_opposite_sign", "n_zero", "share_same_sign", "spearman", "spearman_p", "pearson", "pearson_p"]
+                "n_opposite_sign", "n_zero", "share_same_sign", "spearman", "spearman_p", "pearson", "pearson_p",
+                "n_splits", "split_half_spearman_logit", "split_half_spearman_generate", "split_half_spearman_cross",
+                "split_half_same_sign_logit", "split_half_same_sign_generate", "split_half_same_sign_cross"]
 PERSONA_COLUMNS = ["pair", "template", "role", "n_questions", "delta_logit", "delta_generate", "sign"]
 TOL = 1e-12  # a delta within this of 0 is 0
+N_SPLITS = 50  # random halvings of the questions for the noise baseline
 
 
 @dataclass
@@ -142,6 +159,64 @@ def _corr(fn, x, y) -> tuple[float, float]:
     return float(r), float(p)
 
 
+def _delta_matrices(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Questions x personas differences to control (NaN where a prompt is missing), under the logits and under
+    generation."""
+    is_ctrl = (frame["template"] == CONTROL).to_numpy()
+    qi, _ = pd.factorize(frame["question_id"])
+    ki, keys = pd.factorize(pd.MultiIndex.from_frame(frame[["template", "role"]].astype(str)))
+    persona = np.unique(ki[~is_ctrl])
+    col = np.full(len(keys), -1)
+    col[persona] = np.arange(len(persona))
+    out = []
+    for pred in ("pred_logit", "pred_generate"):
+        right = (frame[pred] == frame["answer"]).to_numpy(float)
+        ctrl = np.full(qi.max() + 1 if len(qi) else 0, np.nan)
+        ctrl[qi[is_ctrl]] = right[is_ctrl]
+        m = np.full((len(ctrl), len(persona)), np.nan)
+        m[qi[~is_ctrl], col[ki[~is_ctrl]]] = right[~is_ctrl]
+        out.append(m - ctrl[:, None])
+    return out[0], out[1]
+
+
+def _row_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row pair over the columns finite in both (NaN with fewer than 3)."""
+    out = np.full(len(a), np.nan)
+    for i, (x, y) in enumerate(zip(a, b)):
+        ok = np.isfinite(x) & np.isfinite(y)
+        out[i] = _corr(stats.spearmanr, x[ok], y[ok])[0]
+    return out
+
+
+def _row_same_sign(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row pair, the share of columns nonzero in both whose signs agree."""
+    nz = (np.abs(a) > TOL) & (np.abs(b) > TOL)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(nz.any(axis=1), ((np.sign(a) == np.sign(b)) & nz).sum(axis=1) / nz.sum(axis=1), np.nan)
+
+
+def split_half(frame: pd.DataFrame, n_splits: int = N_SPLITS, seed: int = 0) -> dict:
+    """The noise baseline of the module doc: persona deltas on random halves of the questions, compared within
+    each method and across methods, averaged over n_splits halvings."""
+    dl, dg = _delta_matrices(frame)
+    keys = ["split_half_spearman_logit", "split_half_spearman_generate", "split_half_spearman_cross",
+            "split_half_same_sign_logit", "split_half_same_sign_generate", "split_half_same_sign_cross"]
+    nq = len(dl)
+    if nq < 2 or not dl.shape[1]:
+        return {"n_splits": 0, **{k: np.nan for k in keys}}
+    order = np.argsort(np.random.default_rng(seed).random((n_splits, nq)), axis=1)
+    half = np.zeros((n_splits, nq), dtype=np.float32)
+    np.put_along_axis(half, order[:, : nq // 2], 1.0, axis=1)
+    la, lb, ga, gb = boot_means(dl, half), boot_means(dl, 1 - half), boot_means(dg, half), boot_means(dg, 1 - half)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        vals = [np.nanmean(_row_spearman(la, lb)), np.nanmean(_row_spearman(ga, gb)),
+                np.nanmean(np.concatenate([_row_spearman(la, gb), _row_spearman(ga, lb)])),
+                np.nanmean(_row_same_sign(la, lb)), np.nanmean(_row_same_sign(ga, gb)),
+                np.nanmean(np.concatenate([_row_same_sign(la, gb), _row_same_sign(ga, lb)]))]
+    return {"n_splits": n_splits, **{k: float(v) for k, v in zip(keys, vals)}}
+
+
 def compare_pair(pair: Pair) -> tuple[dict, pd.DataFrame]:
     """The summary row and the per-persona deltas of one pair (see the module doc)."""
     f = pair.frame
@@ -178,7 +253,7 @@ def compare_pair(pair: Pair) -> tuple[dict, pd.DataFrame]:
            "n_personas": int(len(d)), "n_same_sign": n_same, "n_opposite_sign": n_opp,
            "n_zero": int((d["sign"] == "zero").sum()),
            "share_same_sign": n_same / (n_same + n_opp) if n_same + n_opp else np.nan,
-           "spearman": rho, "spearman_p": rho_p, "pearson": r, "pearson_p": r_p}
+           "spearman": rho, "spearman_p": rho_p, "pearson": r, "pearson_p": r_p, **split_half(f)}
     return row, d[PERSONA_COLUMNS].reset_index(drop=True)
 
 

@@ -4,7 +4,8 @@ Each strategy picks a persona (or the control) for every question using the TRAI
 for the classifier's regularisation), and is scored on the TEST questions against the control on the
 same questions:
 
-  random            a persona drawn uniformly per question; mean over n_seeds draws (sd = spread)
+  random            a persona drawn uniformly per question: its expected correctness on a question is the mean
+                    over the personas, computed exactly (no draws, no seed); spread = the sd of one draw's accuracy
   best_on_train     the persona with the best train accuracy
   best_per_subject  per subject, the persona with the best train accuracy on that subject
   best_in_domain    per subject, the best (train) of the personas whose in_domain is true for it;
@@ -27,9 +28,15 @@ Split: the `split` column (the paper's train/val/test sample). A question whose 
 gets one from a hash of its question_id (matrix.hash_split: sha256 -> first 8 hex digits / 16**8 in
 [0, 1): < 0.6 train, < 0.8 val, else test; 60/20/20, the same on every machine and run).
 
-Columns of evaluate_strategies: strategy, accuracy, control_accuracy, delta, ci_low, ci_high (paired
-bootstrap over test questions, 95%), mcnemar_p (exact, vs control), n_test, spread (sd of accuracy
-over the random draws; None for deterministic strategies), detail.
+Columns of evaluate_strategies: strategy, accuracy, control_accuracy, delta, ci_low, ci_high (95%), interval
+(how the interval was made: "selection re-run" for the strategies that choose on the train questions, a paired
+bootstrap that resamples train and test questions and chooses again on each resample, selection.py; "test
+questions" for the others, a paired bootstrap over the test questions with the choice held fixed: the whole
+uncertainty for strategies without a training step, conditional on the fitted classifier for the classifier),
+p (raw, two-sided, against the control on the test questions: no correction here; the report's families add it),
+test (the test that gave p: exact McNemar on the test questions for a strategy's 0/1 answers given its choice;
+for random, a paired t-test over test questions of the expected correctness minus the control's), n_test, spread
+(sd of the accuracy of one random draw, exact; None for the other strategies), detail.
 """
 
 from __future__ import annotations
@@ -40,11 +47,16 @@ import numpy as np
 import pandas as pd
 
 from persona_bench.analysis.matrix import PersonaMatrix
-from persona_bench.analysis.stats import mcnemar_exact
+from persona_bench.analysis.selection import strategy_boot
+from persona_bench.analysis.stats import mcnemar_exact, ttest_p
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # inverse L2 regularisation of the classifier, chosen on val
-COLUMNS = ["strategy", "accuracy", "control_accuracy", "delta", "ci_low", "ci_high", "mcnemar_p", "n_test",
-           "spread", "detail"]
+COLUMNS = ["strategy", "accuracy", "control_accuracy", "delta", "ci_low", "ci_high", "interval", "p", "test",
+           "n_test", "spread", "detail"]
+MCNEMAR = "exact McNemar"
+PAIRED_T = "paired t over test questions"
+RESELECTED = "selection re-run"
+TEST_ONLY = "test questions"
 
 
 def strategy_matrix(df: pd.DataFrame) -> PersonaMatrix:
@@ -58,7 +70,7 @@ def _r(x) -> Optional[float]:
 
 
 # --------------------------------------------------------------------------- strategies
-# Each returns (per test question correctness: bool or, for random, the mean over draws, detail).
+# Each returns (per test question correctness: bool or, for random, the expected correctness, detail).
 
 
 def _best(acc: np.ndarray, tiebreak: Optional[np.ndarray] = None, allowed: Optional[np.ndarray] = None) -> int:
@@ -102,11 +114,15 @@ def best_per_subject(g: PersonaMatrix, test: np.ndarray, in_domain_only: bool = 
     return out, detail
 
 
-def random_persona(g: PersonaMatrix, test: np.ndarray, n_seeds: int, seed: int):
-    rng = np.random.default_rng(seed)
-    idx = np.flatnonzero(test)
-    draws = np.stack([g.correct[idx, rng.integers(0, len(g.personas), len(idx))] for _ in range(n_seeds)])
-    return draws, f"uniform persona per question, {n_seeds} draws"
+def random_persona(g: PersonaMatrix, test: np.ndarray):
+    """Per test question, the expected correctness of a uniformly drawn persona: the mean over the personas."""
+    return g.correct[np.flatnonzero(test)].mean(axis=1), "uniform persona per question: expected accuracy (exact)"
+
+
+def random_test(expected: np.ndarray, control: np.ndarray) -> float:
+    """Raw two-sided p of the random strategy against the control: a paired t-test over questions of the
+    expected correctness of a random persona minus the control's (questions independent; no draws)."""
+    return float(ttest_p(np.asarray(expected, float) - np.asarray(control, float))[0])
 
 
 def most_similar(g: PersonaMatrix, test: np.ndarray, sim: np.ndarray):
@@ -250,8 +266,8 @@ def _similarity(g: PersonaMatrix, texts: pd.DataFrame, df: pd.DataFrame, encoder
     return pv @ qv.T, qv
 
 
-def evaluate_strategies(df: pd.DataFrame, texts: pd.DataFrame, n_seeds: int = 20, n_boot: int = 2000,
-                        seed: int = 0, encoder=None, use_similarity: bool = True,
+def evaluate_strategies(df: pd.DataFrame, texts: pd.DataFrame, n_boot: int = 2000, seed: int = 0, encoder=None,
+                        use_similarity: bool = True,
                         picks: Optional[Mapping[str, Optional[str]]] = None) -> pd.DataFrame:
     """Every strategy scored on the test questions (see the module docstring for the columns).
 
@@ -260,44 +276,54 @@ def evaluate_strategies(df: pd.DataFrame, texts: pd.DataFrame, n_seeds: int = 20
     two strategies that need sentence embeddings (most_similar, classifier) and loads no encoder;
     picks: question_id -> the role the model picked for itself (None: unparsed), e.g. from a run's
     self_pick.parquet; adds a model_pick/<template> row per persona template."""
-    if n_seeds < 1:
-        raise ValueError("n_seeds must be >= 1")
     missing = {"answer", "pred"} - set(df.columns)
     if missing:
         raise ValueError(f"predictions lack column(s) {sorted(missing)}; the strategies need them")
     g = strategy_matrix(df)
     if not len(g.personas):
         raise ValueError("no persona has a row for every question")
+    if not g.mask("test").any():
+        raise ValueError("no test questions")
+    sim, qv = _similarity(g, texts, df, encoder) if use_similarity else (None, None)
+    return score_strategies(g, n_boot, seed, sim, qv, picks)
+
+
+def score_strategies(g: PersonaMatrix, n_boot: int = 2000, seed: int = 0, sim: Optional[np.ndarray] = None,
+                     qv: Optional[np.ndarray] = None,
+                     picks: Optional[Mapping[str, Optional[str]]] = None) -> pd.DataFrame:
+    """evaluate_strategies on a complete matrix: sim (persona x question cosine) and qv (question embeddings)
+    add most_similar and classifier (both or neither); picks adds model_pick/<template>."""
     test = g.mask("test")
     if not test.any():
         raise ValueError("no test questions")
-    sim, qv = _similarity(g, texts, df, encoder) if use_similarity else (None, None)
     ctrl = g.control[test].astype(float)
     boot = np.random.default_rng(seed).integers(0, int(test.sum()), size=(n_boot, int(test.sum())))
+    reselected = strategy_boot(g, n_boot, seed)
     note = f" [split of {g.split_from_hash} question(s) from the question_id hash]" if g.split_from_hash else ""
 
-    def row(name, correct, detail, spread=None, p=None):
+    def row(name, correct, detail, spread=None, p=None, fixed=""):
         s = np.asarray(correct, dtype=float)
-        d = s[boot].mean(axis=1) - ctrl[boot].mean(axis=1)
+        d = reselected.get(name)
+        if d is None:
+            d = s[boot].mean(axis=1) - ctrl[boot].mean(axis=1)
         lo, hi = np.percentile(d, [2.5, 97.5])
         return {"strategy": name, "accuracy": _r(s.mean()), "control_accuracy": _r(ctrl.mean()),
                 "delta": _r(s.mean() - ctrl.mean()), "ci_low": _r(lo), "ci_high": _r(hi),
-                "mcnemar_p": _r(mcnemar_exact(s.astype(bool), ctrl.astype(bool)) if p is None else p),
+                "interval": RESELECTED if name in reselected else TEST_ONLY + fixed,
+                "p": _r(mcnemar_exact(s.astype(bool), ctrl.astype(bool)) if p is None else p),
+                "test": MCNEMAR if p is None else PAIRED_T,
                 "n_test": int(test.sum()), "spread": _r(spread) if spread is not None else None,
                 "detail": detail + note}
 
-    draws, detail = random_persona(g, test, n_seeds, seed)
-    accs = draws.mean(axis=1)
-    p_med = float(np.median([mcnemar_exact(d, g.control[test]) for d in draws]))
-    rows = [row("random", draws.mean(axis=0), f"{detail}; accuracy {accs.min():.3f} to {accs.max():.3f}; "
-                "CI on the per-question mean over draws; McNemar p: median over draws", spread=accs.std(ddof=1)
-                if n_seeds > 1 else 0.0, p=p_med)]
+    expected, detail = random_persona(g, test)
+    rows = [row("random", expected, detail, spread=np.sqrt(np.sum(expected * (1 - expected))) / len(expected),
+                p=random_test(expected, ctrl))]
     rows.append(row("best_on_train", *best_on_train(g, test)))
     rows.append(row("best_per_subject", *best_per_subject(g, test)))
     rows.append(row("best_in_domain", *best_per_subject(g, test, in_domain_only=True)))
-    if use_similarity:
+    if sim is not None:
         rows.append(row("most_similar", *most_similar(g, test, sim)))
-        rows.append(row("classifier", *classifier(g, test, qv, seed)))
+        rows.append(row("classifier", *classifier(g, test, qv, seed), fixed=" (classifier fit kept fixed)"))
     rows.append(row("majority_vote", *majority_vote(g, test)))
     if picks is not None:
         for t in dict.fromkeys(t for t, _ in g.keys):
