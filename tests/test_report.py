@@ -73,8 +73,11 @@ def test_report_json_holds_every_section(synthetic):
     assert doc["models"] == ["synthetic"]
     m = doc["per_model"]["synthetic"]
     for key in ("persona_effects", "groups", "contrasts", "domain_match", "regression", "randomness", "mechanisms",
-                "correlations", "strategies"):
+                "correlations", "strategies", "attributes"):
         assert m[key], key
+    att = {r["term"]: r for r in m["attributes"]["estimates"]}
+    assert att["template=audience"]["ci_low"] > 0 and "p" in att["template=audience"]  # planted audience effect
+    assert m["attributes"]["collinearity"] and isinstance(m["attributes"]["warnings"], list)
     assert len(m["persona_effects"]) == synthetic["n_personas"]
     assert {"template", "role_category", "gender", "domain", "interpersonal"} <= set(m["groups"])
     assert m["regression"]["specification"] and m["regression"]["coefficients"]
@@ -84,6 +87,14 @@ def test_report_json_holds_every_section(synthetic):
     # the planted doctor effect is the best persona and is significant
     best = max(m["persona_effects"], key=lambda r: r["delta"])
     assert best["role"] == "doctor" and best["significant"]
+    # the selection-aware best persona (shrunken estimate, rank interval) finds it too, and the headline says so
+    assert len(m["shrinkage"]) == synthetic["n_personas"] and m["best_persona"]["role"] == "doctor"
+    assert m["best_persona"]["rank_ci_low"] == 1 and m["best_persona"]["ci_low"] > 0
+    head = doc["cross_model"]["side_by_side"][0]
+    assert head["best_persona"].endswith("doctor") and head["best_rank_ci_low"] == 1 and "best_delta" not in head
+    assert {s["interval"] for s in m["strategies"]} == {"selection re-run", "test questions",
+                                                        "test questions (classifier fit kept fixed)"}
+    assert all("p" in s and "mcnemar_p" not in s for s in m["strategies"])
     for name, rel in doc["figures"].items():
         png = synthetic["out"] / rel
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -95,8 +106,12 @@ def test_report_json_holds_every_section(synthetic):
 
 def test_report_html_is_self_contained_with_every_section(synthetic):
     page = (synthetic["out"] / "report.html").read_text()
-    for heading in ("Headline", "Does any persona beat the control?", "Factors: template, role category, gender",
-                    "Expertise domains", "Regression with question random effects", "How random is it?",
+    for heading in ("Headline", "Does any persona beat the control?",
+                    "Attribute effects, adjusted: which kinds of role help?",
+                    "Factors, descriptive (unadjusted): template, role category, gender", "Expertise domains",
+                    "Regression: question fixed effects (within-question OLS), errors clustered by question",
+                    "How random is it?",
+                    "Which persona is best? Shrunken estimates and rank intervals",
                     "Mechanisms: why do some personas do better?", "Can the best persona be found automatically?",
                     "Models side by side", "Methods", "Runs: data and model stamps"):
         assert heading in page, heading

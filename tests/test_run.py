@@ -176,6 +176,8 @@ def test_dry_run_plans_the_paper_study_for_three_models(tmp_path):
     assert len(plans) == 3
     for name, line in zip(("flan", "llama2", "opt"), plans):
         assert line.startswith(f"[plan] {name} ") and "1,564,090 prompts" in line and "GiB" in line
+    assert p.stdout.count("per persona (exact McNemar, 648 tests): ") == 3  # the power lines (analysis/power.py)
+    assert "domain_match=in-domain" in p.stdout
     assert not list((tmp_path / "s").rglob("predictions.parquet"))
 
 

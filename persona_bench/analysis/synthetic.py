@@ -26,12 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from persona_bench.analysis.matrix import ATTRIBUTES, PersonaMatrix, level_labels
 from persona_bench.outputs import CONTROL
 
 # The 57 MMLU subjects.
@@ -65,6 +67,8 @@ class PlantedEffects:
     persona: float = 0.0  # common offset of every persona against the control prompt
     in_domain: float = 0.0  # extra offset of a domain role on questions of its own domain
     persona_sd: float = 0.0  # sd of a random offset drawn once per persona (realised values go into truth)
+    role_sd: float = 0.0  # sd of a random offset drawn once per role, shared by its templates (roles as a sample)
+    subject: dict = field(default_factory=dict)  # subject -> offset of every persona on that subject's questions
 
 
 def roles_frame(path: str | Path) -> tuple[pd.DataFrame, dict[str, list[str]]]:
@@ -85,19 +89,18 @@ def _level_means(personas: pd.DataFrame, by: str) -> dict:
             personas.groupby(level_labels(personas[by], by))["true_delta"].mean().items()}
 
 
-def make_predictions(
+def _draw(
     roles: pd.DataFrame,
     n_questions: int = 1200,
     templates: tuple[str, ...] = ("speaker", "audience"),
     effects: Optional[PlantedEffects] = None,
     seed: int = 0,
     domains: Optional[dict[str, list[str]]] = None,  # domain -> MMLU subjects (a role-set YAML's `domains:`)
-    model: str = "synthetic",
     rho: float = 0.8,  # copula correlation of correctness between prompts of one question
     p_range: tuple[float, float] = (0.15, 0.85),  # control probabilities stay inside this range
     beta: tuple[float, float] = (1.2, 1.0),  # shape of the control-probability distribution inside p_range
-) -> tuple[pd.DataFrame, dict]:
-    """Predictions rows for every (template, role) persona and the control on n_questions questions; and the truth."""
+):
+    """The questions, personas, probabilities and outcomes of one synthetic model (make_predictions, make_matrix)."""
     effects = effects or PlantedEffects()
     domains = domains or {}
     rng = np.random.default_rng(seed)
@@ -115,8 +118,7 @@ def make_predictions(
 
     # Personas: every template x every role.
     personas = pd.DataFrame([(t, i) for t in templates for i in range(len(roles))], columns=["template", "_i"])
-    personas = personas.join(roles, on="_i").drop(columns="_i").rename(columns={"name": "role",
-                                                                                  "category": "role_category"})
+    personas = personas.join(roles, on="_i").rename(columns={"_i": "_role", "name": "role", "category": "role_category"})
     off = (effects.persona
            + personas["template"].map(effects.template).fillna(0.0)
            + personas["gender"].map(effects.gender).fillna(0.0)
@@ -124,16 +126,42 @@ def make_predictions(
            + personas["role"].map(effects.role).fillna(0.0)).to_numpy(float)
     if effects.persona_sd:
         off = off + rng.normal(0.0, effects.persona_sd, size=len(personas))
+    if effects.role_sd:
+        off = off + rng.normal(0.0, effects.role_sd, size=len(roles))[personas["_role"].to_numpy()]
     q_domain = np.array([subject_domain.get(s) for s in q_subject], dtype=object)
     k_domain = personas["domain"].to_numpy(object)
     in_dom = (q_domain[:, None] == k_domain[None, :]) & personas["domain"].notna().to_numpy()[None, :]  # Q x K
 
     # Probabilities and correlated outcomes.
-    raw = p_control[:, None] + off[None, :] + effects.in_domain * in_dom
+    raw = (p_control[:, None] + off[None, :] + effects.in_domain * in_dom
+           + pd.Series(q_subject).map(effects.subject).fillna(0.0).to_numpy(float)[:, None])
     p = np.clip(raw, 0.001, 0.999)
     thresh = stats.norm.ppf(np.column_stack([p_control, p]))
     latent = np.sqrt(rho) * z[:, None] + np.sqrt(1.0 - rho) * rng.standard_normal(thresh.shape)
     correct = latent < thresh  # Q x (1 + K), column 0 is the control
+
+    return SimpleNamespace(rng=rng, effects=effects, personas=personas, q_subject=q_subject, q_id=q_id,
+                           p_control=p_control, answer=answer, split=split, in_dom=in_dom, raw=raw, p=p,
+                           correct=correct)
+
+
+def make_predictions(
+    roles: pd.DataFrame,
+    n_questions: int = 1200,
+    templates: tuple[str, ...] = ("speaker", "audience"),
+    effects: Optional[PlantedEffects] = None,
+    seed: int = 0,
+    domains: Optional[dict[str, list[str]]] = None,  # domain -> MMLU subjects (a role-set YAML's `domains:`)
+    model: str = "synthetic",
+    rho: float = 0.8,  # copula correlation of correctness between prompts of one question
+    p_range: tuple[float, float] = (0.15, 0.85),  # control probabilities stay inside this range
+    beta: tuple[float, float] = (1.2, 1.0),  # shape of the control-probability distribution inside p_range
+) -> tuple[pd.DataFrame, dict]:
+    """Predictions rows for every (template, role) persona and the control on n_questions questions; and the truth."""
+    d = _draw(roles, n_questions, templates, effects, seed, domains, rho, p_range, beta)
+    rng, personas, p, p_control, in_dom, correct, raw, answer = (d.rng, d.personas, d.p, d.p_control, d.in_dom,
+                                                               d.correct, d.raw, d.answer)
+    q_subject, q_id, split, effects = d.q_subject, d.q_id, d.split, d.effects
 
     # Rows: the control, then each persona, question-major.
     n_k = len(personas) + 1
@@ -205,3 +233,55 @@ def make_predictions(
         "clipped_share": float((raw != p).mean()),
     }
     return df, truth
+
+
+def outcome_matrix(offsets, n_questions: int = 1200, seed: int = 0, rho: float = 0.8,
+                   p_range: tuple[float, float] = (0.15, 0.85), beta: tuple[float, float] = (1.2, 1.0),
+                   n_subjects: int = 57, template="speaker"):
+    """The generative model of make_predictions straight into a matrix.PersonaMatrix (no predictions table: fast
+    enough to simulate a statistic over hundreds of seeds): K personas `template`/r0..r{K-1} (`template`: one
+    name, or one per persona) with additive offsets `offsets` (K), the 60/20/20 split drawn per question, n_subjects subjects s0.. . Returns (matrix, p):
+    p is the Q x (1 + K) array of true probabilities of a correct answer, column 0 the control's."""
+    from persona_bench.analysis.matrix import NONE
+
+    off = np.asarray(offsets, dtype=float)
+    rng = np.random.default_rng(seed)
+    k = len(off)
+    p_control = p_range[0] + (p_range[1] - p_range[0]) * rng.beta(*beta, size=n_questions)
+    p = np.clip(np.column_stack([p_control, p_control[:, None] + off[None, :]]), 0.001, 0.999)
+    latent = np.sqrt(rho) * rng.standard_normal((n_questions, 1)) + np.sqrt(1 - rho) * rng.standard_normal(p.shape)
+    correct = latent < stats.norm.ppf(p)
+    answer = rng.integers(0, 4, size=n_questions)
+    pred = np.where(correct, answer[:, None], (answer[:, None] + rng.integers(1, 4, size=p.shape)) % 4)
+    personas = pd.DataFrame({"template": template, "role": [f"r{i}" for i in range(k)], "role_category": NONE,
+                             "gender": NONE, "domain": NONE, "interpersonal": NONE, "domain_role": False})
+    g = PersonaMatrix(
+        questions=np.array([f"q{i:06d}" for i in range(n_questions)]),
+        subjects=np.array([f"s{i}" for i in rng.integers(0, n_subjects, size=n_questions)]),
+        answers=answer.astype(float), split=rng.choice(np.array(["train", "val", "test"]), size=n_questions,
+                                                      p=[0.6, 0.2, 0.2]),
+        split_from_hash=0, control=correct[:, 0].astype(float), control_pred=pred[:, 0].astype(float),
+        personas=personas, correct=correct[:, 1:].astype(float), pred=pred[:, 1:].astype(float),
+        in_domain=np.zeros((n_questions, k), dtype=bool))
+    return g, p
+
+
+def make_matrix(roles: pd.DataFrame, n_questions: int = 300, templates: tuple[str, ...] = ("speaker", "audience"),
+                effects: Optional[PlantedEffects] = None, seed: int = 0,
+                domains: Optional[dict[str, list[str]]] = None, rho: float = 0.8) -> PersonaMatrix:
+    """The same synthetic model as make_predictions (same seed, same outcomes), straight into the question x persona
+    matrix the analysis works on, without the predictions table: for calibration loops over hundreds of seeds and
+    for timing at the paper's size. The matrix's questions are in draw order."""
+    d = _draw(roles, n_questions, templates, effects, seed, domains, rho)
+    order = np.lexsort((d.personas["role"].to_numpy(str), d.personas["template"].to_numpy(str)))  # as the matrix sorts
+    personas = d.personas.iloc[order].reset_index(drop=True)
+    out = personas[["template", "role", *ATTRIBUTES]].copy()
+    out["domain_role"] = personas["domain"].notna().to_numpy()
+    for col in ATTRIBUTES:
+        out[col] = level_labels(out[col], col)
+    correct = d.correct.astype(float)
+    return PersonaMatrix(
+        questions=d.q_id, subjects=d.q_subject.astype(str), answers=d.answer.astype(float), split=d.split,
+        split_from_hash=0, control=correct[:, 0], control_pred=np.full(n_questions, np.nan), personas=out,
+        correct=correct[:, 1:][:, order], pred=np.full((n_questions, len(out)), np.nan),
+        in_domain=d.in_dom[:, order])

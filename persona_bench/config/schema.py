@@ -159,6 +159,7 @@ class ReportConfig:
     similarity: bool = True  # prompt-question similarity and the similarity-based strategies (MiniLM, offline)
     n_boot: int = 2000  # paired bootstrap resamples for every interval
     seed: int = 0  # seed of the bootstrap, the random-persona strategy and the split-half checks
+    equivalence_margin: float = 0.01  # accuracy difference (0.01 = 1 point) within which the report may say "no effect" (TOST); set it before looking at results
     self_pick: bool = True  # (with enabled) ask the model which role of the role set it would answer each question as (self_pick.parquet; the model_pick strategy)
 
 

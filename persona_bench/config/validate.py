@@ -245,6 +245,9 @@ def validate(cfg: Config) -> None:
         _positive(f"tracking.{key}", getattr(tracking, key), "a positive number of seconds")
     _positive("threads", cfg.threads, "a positive number of CPU threads, or null for torch's default")
     _positive("report.n_boot", cfg.report.n_boot, "a positive number of bootstrap resamples (2000 is usual)")
+    if not 0 < cfg.report.equivalence_margin < 1:
+        raise ConfigError(f"report.equivalence_margin={cfg.report.equivalence_margin} must be an accuracy difference "
+                          "between 0 and 1 (0.01 = 1 point)")
     _check_shard(cfg.shard.index, cfg.shard.count)
     if cfg.cache_dir:
         check_directory("cache_dir", cfg.cache_dir, "or null for $PERSONA_BENCH_CACHE or ~/.cache/persona_bench")

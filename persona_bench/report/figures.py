@@ -94,16 +94,19 @@ def persona_deltas(personas: pd.DataFrame, title: str = ""):
 
 def mechanism_scatter(points: pd.DataFrame, measures: dict[str, str], correlations: Optional[pd.DataFrame] = None,
                       title: str = ""):
-    """Each mechanism measure (x) against the persona's difference to control (y), with the
-    correlation and its interval in the panel title. `measures` maps column -> axis label."""
+    """Each mechanism measure (x) against the difference to control (y), one point per role (both averaged over
+    the role's templates, as the correlation is computed), with the correlation and its interval in the panel
+    title. `measures` maps column -> axis label."""
     cols = [c for c in measures if c in points and points[c].notna().any()]
+    if "role" in points:
+        points = points.groupby("role")[[c for c in cols + ["delta"] if c in points]].mean().reset_index()
     fig, axes = plt.subplots(1, max(len(cols), 1), figsize=(4.2 * max(len(cols), 1), 3.8), squeeze=False)
     for ax, col in zip(axes[0], cols):
         ok = points[col].notna() & points["delta"].notna()
         ax.scatter(points.loc[ok, col], _points(points.loc[ok, "delta"]), s=12, color=PLAIN, alpha=0.7)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xlabel(measures[col])
-        ax.set_ylabel("difference to control (points)")
+        ax.set_ylabel("difference to control (points, role mean)")
         row = correlations[correlations["measure"] == col] if correlations is not None and len(correlations) else None
         if row is not None and len(row):
             r = row.iloc[0]
@@ -117,9 +120,10 @@ def strategies(table: pd.DataFrame, title: str = ""):
     """Persona-selection strategies on the test questions: difference to control with intervals."""
     t = table.reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) + 1.5))
-    colors = [SIGNIFICANT if (p is not None and p == p and p < 0.05) else PLAIN for p in t.get("mcnemar_p", [None] * len(t))]
+    sig = t["significant"].fillna(False).astype(bool) if "significant" in t else pd.Series(False, index=t.index)
+    colors = [SIGNIFICANT if s else PLAIN for s in sig]  # corrected p only (analysis.families)
     _interval_bars(ax, list(t["strategy"]), t["delta"], t["ci_low"], t["ci_high"], colors)
-    ax.set_title(title or "persona selection on the test questions (red: p < 0.05 vs control)")
+    ax.set_title(title or "persona selection on the test questions (red: significant after correction)")
     fig.tight_layout()
     return fig
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from persona_bench.analysis.runs import Results
 from persona_bench.report.analyse import domain_table, jsonable, methods
+from persona_bench.report.claims import families_html, power_sentence, verdict_sentence
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:24px auto;padding:0 16px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:2em}h3{margin-top:1.4em}
@@ -70,6 +71,8 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
         n_sig = int(p["significant"].fillna(False).astype(bool).sum()) if len(p) else 0
         parts.append(f"<p>{len(p)} personas; {n_sig} differ from control after Holm's correction "
                      f"across all {len(p)} persona comparisons (exact McNemar tests).</p>")
+        parts += [verdict_sentence(a, "persona_vs_control", "personas against the control"), power_sentence(a),
+                  families_html(a, _table)]
         if "generation" in a:
             parts.append(_generation_html(a["generation"]))
         if labels:
@@ -78,30 +81,42 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
         if f"{model}/personas" in figs:
             parts.append(_img(figs[f"{model}/personas"], f"{model} persona differences"))
         cols = [c for c in ("template", "role", "role_category", "gender", "domain", "n_questions", "accuracy",
-                            "control_accuracy", "delta", "ci_low", "ci_high", "n_better", "n_worse", "p", "p_holm",
-                            "q_bh", "significant") if c in p]
+                            "control_accuracy", "delta", "ci_low", "ci_high", "n_better", "n_worse", "p", "p_adj",
+                            "q_bh", "significant", "p_equiv_adj", "verdict") if c in p]
         ranked = p.sort_values("delta", ascending=False)[cols]
         if len(ranked) > 20:
             parts.append("<p>Best ten and worst ten personas:</p>" + _table(ranked.head(10)) + _table(ranked.tail(10)))
             parts.append("<details><summary>all personas</summary>" + _table(ranked) + "</details>")
         else:
             parts.append(_table(ranked))
-        parts.append("<h3>Factors: template, role category, gender</h3>")
+        if "shrinkage" in a:
+            parts.append(_best_persona_html(a["shrinkage"], a.get("best_persona") or {}))
+        if "attributes" in a:
+            parts.append(_attributes_html(a["attributes"]) + verdict_sentence(a, "attributes", "attribute effects"))
+        parts.append("<h3>Factors, descriptive (unadjusted): template, role category, gender</h3>"
+                     "<p class='note'>Raw group means and differences, each level against control on the same "
+                     "questions. They do not adjust one attribute for another (19 of the paper's 26 gendered roles are "
+                     "family roles) and treat the roles as fixed: describe with them, conclude with the adjusted "
+                     "attribute effects above.</p>")
         if f"{model}/factors" in figs:
             parts.append(_img(figs[f"{model}/factors"], f"{model} factors"))
         for name, t in a["groups"].items():
-            parts.append(f"<p><b>by {e(name)}</b></p>" + _table(t))
-        parts.append("<p><b>contrasts</b></p>" + _table(a["contrasts"]))
-        parts.append("<h3>Expertise domains: in-domain versus out-of-domain questions</h3>")
+            parts.append(f"<p><b>by {e(name)}</b> (descriptive, unadjusted)</p>" + _table(t))
+        parts.append("<p><b>contrasts</b> (descriptive, unadjusted)</p>" + _table(a["contrasts"]))
+        parts.append("<h3>Expertise domains, descriptive (unadjusted): in-domain versus out-of-domain questions</h3>"
+                     "<p class='note'>In-domain and out-of-domain pairs lie on different questions, so a subject on "
+                     "which every persona is weaker shifts this difference; the adjusted domain match (same role, same "
+                     "questions) is in the attribute effects above.</p>")
         if f"{model}/domains" in figs:
             parts.append(_img(figs[f"{model}/domains"], f"{model} domains"))
         parts.append(_table(domain_table(a["domain_match"])))
         reg = a["regression"]
-        parts.append("<h3>Regression with question random effects</h3>")
+        parts.append(f"<h3>{e(str(reg.get('title') or 'Regression'))} (roles fixed)</h3>")
         parts.append(f"<p class='note'>{e(str(reg.get('specification', '')))}</p>")
         parts.append(_table(reg.get("coefficients")))
         parts.append(f"<p class='note'>n = {reg.get('n_obs')} persona prompts on {reg.get('n_questions')} questions; "
-                     f"converged: {reg.get('converged')}; terms dropped: {e(', '.join(reg.get('dropped') or []) or 'none')}</p>")
+                     f"converged: {reg.get('converged')}; terms dropped: {e(', '.join(reg.get('dropped') or []) or 'none')}"
+                     f"{e('; ' + '; '.join(reg['notes'])) if reg.get('notes') else ''}</p>")
         rnd = a["randomness"]
         parts.append("<h3>How random is it?</h3>")
         parts.append(f"<p>Over {rnd.get('n_splits')} random halvings of the questions, the persona that is best on "
@@ -118,6 +133,11 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
         parts.append("<h3>Can the best persona be found automatically?</h3>")
         if f"{model}/strategies" in figs:
             parts.append(_img(figs[f"{model}/strategies"], f"{model} strategies"))
+        parts.append("<p class='note'><i>interval</i>: 'selection re-run' resamples the train and the test questions "
+                     "and chooses again on every resample, so the interval includes the luck of the train questions; "
+                     "'test questions' holds the choice fixed (the strategies without a training step, and the "
+                     "classifier, whose fit is kept). <i>p</i> is raw (see <i>test</i>); the random strategy is its "
+                     "exact expected accuracy, tested with a paired t-test over the test questions.</p>")
         parts.append(_table(a["strategies"]))
     parts.append("<h2 id='cross'>Models side by side</h2>")
     if "rank_agreement" in result["cross_model"]:
@@ -176,13 +196,63 @@ def _predicted_labels_html(labels: dict) -> str:
             + _table(labels["table"]))
 
 
+def _best_persona_html(table: pd.DataFrame, best: dict) -> str:
+    """The selection-aware best persona and the ten largest shrunken differences (analysis.shrinkage)."""
+    parts = ["<h3>Which persona is best? Shrunken estimates and rank intervals</h3>",
+             "<p class='note'>The largest of hundreds of noisy differences overstates its persona. <i>shrunken</i> "
+             "is the empirical-Bayes estimate (each persona's deviation from the persona mean pulled toward 0 by how "
+             "noisy it is, normal prior) with its 95% interval (ci_low, ci_high); <i>sim_ci_low/high</i> are "
+             "simultaneous 95% intervals over all personas, valid for a persona picked after looking, whatever the "
+             "prior; rank_ci_low/high is a 95% confidence interval for the persona's rank (1 = best; Mogstad et al. "
+             "2024). <i>prior_outlier</i>: the normal prior does not explain this persona; read its simultaneous "
+             "interval.</p>"]
+    if best:
+        outlier = (" The normal prior does not fit this persona (an isolated difference): its shrunken estimate "
+                   "may be pulled too far; the simultaneous interval holds." if best.get("prior_outlier") else "")
+        parts.append(f"<p><b>Best persona</b> (largest shrunken difference): {html.escape(str(best['persona']))}, "
+                     f"shrunken {_num(best['shrunken'])} [{_num(best['ci_low'])}, {_num(best['ci_high'])}], raw "
+                     f"{_num(best['delta'])} (simultaneous [{_num(best['sim_ci_low'])}, {_num(best['sim_ci_high'])}]); "
+                     f"its rank is between {best['rank_ci_low']} and {best['rank_ci_high']}, and "
+                     f"{best['n_could_be_best']} of {len(table)} personas could be the best (rank interval reaching "
+                     f"1).{outlier}</p>")
+    top = table.sort_values(["shrunken", "delta"], ascending=False).head(10)
+    return "\n".join(parts) + _table(top)
+
+
+def _attributes_html(att: dict) -> str:
+    """The adjusted attribute effects (analysis.attributes): the headline contrasts, their warnings, collinearity."""
+    e = html.escape
+    parts = ["<h3>Attribute effects, adjusted: which kinds of role help?</h3>",
+             "<p>One model for template, role category, interpersonal, gender, expertise domain and domain match "
+             "together, with questions and roles as crossed random factors: each term is adjusted for the others, "
+             "and its interval treats the role words as a sample of their kind (two-way cluster-robust errors by "
+             "question and role, Bell-McCaffrey degrees of freedom: few roles behind a term give few degrees of "
+             "freedom and a wide interval). Domain match compares a role on its own domain's questions with itself "
+             "elsewhere, on the same questions as the other personas. <i>p</i> is raw; corrected values are in the "
+             "families table.</p>",
+             *(f"<p class='warning'><b>Collinearity:</b> {e(w)}</p>" for w in att.get("warnings") or []),
+             _table(att.get("estimates")),
+             f"<p class='note'>{e(str(att.get('specification', '')))} n = {att.get('n_obs')} persona prompts, "
+             f"{att.get('n_roles')} roles, {att.get('n_questions')} questions. Not estimated (aliased): "
+             f"{e('; '.join(att.get('dropped') or []) or 'none')}. {e(' '.join(att.get('notes') or []))}</p>",
+             "<details><summary>collinearity: roles per attribute level and variance inflation</summary>"
+             + _table(att.get("collinearity")) + "</details>"]
+    return "\n".join(parts)
+
+
 def _logit_vs_generation_html(pairs: pd.DataFrame, figs: dict[str, Path]) -> str:
     parts = ["<h3 id='logit-vs-generation'>Logit scoring versus generation</h3>",
              "<p>The same prompts answered two ways: by the answer labels' logits and by generating text. "
              "<i>agreement</i> is the share of prompts where both give the same option (unparsed generated answers "
              "disagree); a persona's difference to control is computed under each, and <i>share_same_sign</i> is "
              "the share of personas (with a nonzero difference under both) whose two differences have the same "
-             "sign; red points in the figure have opposite signs.</p>"]
+             "sign; red points in the figure have opposite signs.</p>",
+             "<p>Noise baseline: both readings share each prompt's luck, so their agreement can be high with no "
+             "persona effect at all. The <i>split_half_*</i> columns compare persona differences on two disjoint "
+             "random halves of the questions (mean over <i>n_splits</i> halvings): within one method (how "
+             "reproducible the differences are) and across methods (logits on one half, generation on the other). "
+             "With no persona effect they are near 0 (rank correlation) and 1/2 (sign share); agreement over all "
+             "questions above <i>split_half_spearman_cross</i> is shared per-prompt noise, not a persona effect.</p>"]
     if "logit_vs_generation" in figs:
         parts.append(_img(figs["logit_vs_generation"], "persona differences: logits against generation"))
     parts.append(_table(pairs))

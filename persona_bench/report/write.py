@@ -2,6 +2,7 @@
 saved results only.
 
     python -m persona_bench.report RUN_DIR [RUN_DIR ...] [--out DIR] [--n-boot 2000] [--seed 0] [--no-similarity]
+                                   [--equivalence-margin 0.01]
 
 RUN_DIR is a job directory (outputs/<experiment>/<model>-<id>), a multirun directory
 (multirun/<sweep>) or any folder above complete jobs; shards and reruns of one model are read as
@@ -65,7 +66,7 @@ def make_figures(result: dict, fig_dir: Path) -> dict[str, Path]:
         if len(a["strategies"]):
             paths[f"{model}/strategies"] = figures.save(
                 figures.strategies(a["strategies"], title=f"{model}: persona selection on the "
-                                   f"{a['strategies']['n_test'].max()} test questions (red: p < 0.05 vs control)"),
+                                   f"{a['strategies']['n_test'].max()} test questions (red: significant after Holm's correction)"),
                 fig_dir / f"{model}_strategies.png")
     cross = result["cross_model"]
     heat = cross["role_model_delta"]
@@ -107,13 +108,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-similarity", action="store_true", help="skip MiniLM prompt-question similarity")
+    ap.add_argument("--equivalence-margin", type=float, default=0.01,
+                    help="TOST margin in accuracy (default 0.01 = 1 point; report.equivalence_margin)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.n_boot <= 0:
         ap.error(f"--n-boot={args.n_boot} must be a positive number of resamples")
+    if not 0 < args.equivalence_margin < 1:
+        ap.error(f"--equivalence-margin={args.equivalence_margin} must be between 0 and 1 (0.01 = 1 point)")
     out = args.out or (Path(args.runs[0]) / REPORT_DIR if len(args.runs) == 1 else Path(REPORT_DIR))
     try:
-        write_report(args.runs, out, Options(args.n_boot, args.seed, not args.no_similarity),
+        opts = Options(args.n_boot, args.seed, not args.no_similarity, equivalence_margin=args.equivalence_margin)
+        write_report(args.runs, out, opts,
                      command="python -m persona_bench.report " + " ".join(argv if argv is not None else sys.argv[1:]))
     except (NoRuns, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,12 +4,22 @@ Token counts are estimated from characters (about 4 per token for English text
 under the usual subword tokenizers), weight memory from the model config's
 parameter count, and time from this device's measured matmul rate at 50%
 utilisation, plus a reference line for one H100.
+
+Power (analysis/power.py): the minimum detectable effect (MDE; 80% power, alpha 0.05 two-sided, Bonferroni over
+the family: the personas, or the attribute terms) per persona and per attribute term at the planned size. The
+paired design's discordance rate (how often persona and control disagree about a question) comes from a
+finished run in this job's folder, else from one of the same model beside it, else from any run beside it,
+else power.DEFAULT_DISCORDANCE (measured on the demo); the plan says which.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import pandas as pd
+
+from persona_bench.analysis import power
 from persona_bench.inputs.prompts import question_body, resolve_format, study_prompt
 from persona_bench.models.cost import bytes_per_param, matmul_tflops
 from persona_bench.models.devices import resolve_device, resolve_dtype
@@ -38,6 +48,11 @@ class Plan:
     matmul_tflops: float
     est_hours: float
     est_hours_h100: float
+    discordance: float = power.DEFAULT_DISCORDANCE  # share of questions on which a persona and the control disagree
+    discordance_source: str = "default"  # the predictions file it was measured on, or "default"
+    mde_persona: float = float("inf")  # smallest persona-vs-control difference detected with 80% power
+    mde_tests: int = 0  # personas compared with the control (the persona family's size)
+    mde_attributes: list = field(default_factory=list)  # {term, n_roles, mde} per attribute term (roles random)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +64,22 @@ class Plan:
             f"{self.prompts:,} prompts, ~{self.est_tokens / 1e6:,.1f}M tokens; weights ~{self.weight_gib:,.1f} GiB "
             f"({self.dtype}, quantization {self.quantization}); on {self.device} "
             f"({self.matmul_tflops:,.2f} TFLOP/s measured) ~{self.est_hours:,.1f} h, on one H100 ~{self.est_hours_h100:,.2f} h"
+            + self.render_power()
         )
+
+    def render_power(self) -> str:
+        """The power lines of the plan (below its first line)."""
+        def pts(x):
+            return "aliased" if x is None or x != x else "not detectable" if x == float("inf") else f"{100 * x:.1f}"
+
+        src = "default, the demo's" if self.discordance_source == "default" else self.discordance_source
+        terms = ", ".join(f"{a['term']} {pts(a['mde'])}" for a in self.mde_attributes)
+        return (f"\n  power: minimum detectable effect (80% power, alpha 0.05 two-sided, Bonferroni over the family), "
+                f"in accuracy points; discordance {self.discordance:.3f} ({src})"
+                f"\n  per persona (exact McNemar, {self.mde_tests} tests): {pts(self.mde_persona)}"
+                f"\n  per attribute (roles random, role sd {power.DEFAULT_ROLE_SD}; "
+                f"{sum(a['mde'] is not None for a in self.mde_attributes)} estimable terms): {terms or 'none'}")
+
 
 
 def make_plan(job: Job) -> Plan:
@@ -91,4 +121,35 @@ def make_plan(job: Job) -> Plan:
         matmul_tflops=round(tflops, 3),
         est_hours=round(flops / (tflops * 1e12 * UTILISATION) / 3600, 2),
         est_hours_h100=round(flops / (H100_BF16_TFLOPS * 1e12 * UTILISATION) / 3600, 3),
+        **power_plan(job),
     )
+
+
+def prior_runs(job: Job) -> list[Path]:
+    """Folders whose finished predictions may give the discordance rate: this job's own, then the same model's
+    beside it, then any run beside it (newest first)."""
+    out = job.out
+    beside = sorted((p for p in out.parent.glob("*") if p.is_dir() and p != out),
+                    key=lambda p: p.stat().st_mtime, reverse=True) if out.parent.is_dir() else []
+    same = [p for p in beside if p.name.startswith(f"{job.cfg.model.name}-")]
+    return [out] + same + [p for p in beside if p not in same]
+
+
+def power_plan(job: Job) -> dict:
+    """discordance, its source, and the MDEs per persona and per attribute term at the job's planned size."""
+    rate, source = power.prior_discordance(prior_runs(job))
+    rate = rate if rate is not None else power.DEFAULT_DISCORDANCE
+    n = getattr(job.questions, "n_total", len(job.questions))
+    rows = [{"template": t.name, "role": r.name, "role_category": r.category, "gender": r.gender,
+             "interpersonal": "interpersonal" if r.interpersonal else "non-interpersonal",
+             "domain_role": "domain role" if r.domain else "no domain"} for t, r in job.grid if r is not None]
+    if not rows:
+        return {"discordance": rate, "discordance_source": source or "default"}
+    scale = n / max(len(job.questions), 1)  # a shard's questions stand for the whole job's
+    in_domain = pd.Series({r.name: scale * sum(q.subject in r.subjects for q in job.questions)
+                           for r in job.roles if r.domain and r.subjects}, dtype=float)
+    att = power.attribute_mde(pd.DataFrame(rows), n, rate, in_domain=in_domain[in_domain > 0])
+    return {"discordance": round(rate, 4), "discordance_source": source or "default",
+            "mde_persona": power.persona_mde(n, rate, n_tests=len(rows)), "mde_tests": len(rows),
+            "mde_attributes": [{"term": a.term, "n_roles": int(a.n_roles), "mde": None if a.mde != a.mde else
+                                round(float(a.mde), 4)} for a in att.itertuples()]}

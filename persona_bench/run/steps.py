@@ -49,7 +49,9 @@ def after_run(job: Job, backend: Backend, tracker: Tracker) -> None:
             log.warning("persona perplexity failed (%s: %s); results are saved; python -m "
                         "persona_bench.scoring.perplexity %s computes it later", type(e).__name__, e, out)
     try:
-        figs = write_report([out], out / REPORT_DIR, Options(cfg.report.n_boot, cfg.report.seed, cfg.report.similarity),
+        opts = Options(cfg.report.n_boot, cfg.report.seed, cfg.report.similarity,
+                       equivalence_margin=cfg.report.equivalence_margin)
+        figs = write_report([out], out / REPORT_DIR, opts,
                             command=f"python -m persona_bench.report {out}")
         tracker.log_figures(figs)
     except Exception as e:

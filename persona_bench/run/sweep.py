@@ -54,6 +54,7 @@ class SweepSummary(Callback):
         rep = config.get("report")
         if rep is None or not rep.get("enabled", True):
             return
+        from persona_bench.analysis.equivalence import DEFAULT_MARGIN
         from persona_bench.report.analyse import Options
         from persona_bench.report.write import write_report
 
@@ -61,7 +62,9 @@ class SweepSummary(Callback):
         if not jobs:
             return
         try:
-            write_report(jobs, sweep / REPORT_DIR, Options(int(rep.n_boot), int(rep.seed), bool(rep.similarity)),
+            opts = Options(int(rep.n_boot), int(rep.seed), bool(rep.similarity),
+                           equivalence_margin=float(rep.get("equivalence_margin", DEFAULT_MARGIN)))
+            write_report(jobs, sweep / REPORT_DIR, opts,
                          command=f"python -m persona_bench.report {sweep}")
             log.info("cross-run report of %d jobs: %s", len(jobs), sweep / REPORT_DIR / REPORT_HTML)
         except Exception as e:
