@@ -81,6 +81,14 @@ def stop_after(monkeypatch, n_batches):
     monkeypatch.setattr(JobStore, "save", save)
 
 
+def interrupted_run(monkeypatch, n_batches, cfg, be):
+    """Run `cfg` on `be` until n_batches are saved, then as if SIGTERM came; JobStore.save is restored after."""
+    stop_after(monkeypatch, n_batches)
+    with pytest.raises(Interrupted):
+        run(cfg, be)
+    monkeypatch.undo()
+
+
 # -- what ran ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("key,before,now,then,fix", [
     ("dtype", "fp32", "bf16", "fp32", "model.dtype=fp32"),
@@ -90,10 +98,7 @@ def stop_after(monkeypatch, n_batches):
 def test_a_resume_that_runs_otherwise_is_refused_naming_both_values(tmp_path, monkeypatch, reference, key, before,
                                                                     now, then, fix):
     out = tmp_path / "job"
-    stop_after(monkeypatch, 3)
-    with pytest.raises(Interrupted):
-        run(cfg_for(out), backend(**{key: before}))
-    monkeypatch.undo()
+    interrupted_run(monkeypatch, 3, cfg_for(out), backend(**{key: before}))
     job = json.loads((out / "job.json").read_text())
     assert job["ran"][key] == then and job["ran"]["dtype"] == "fp32"  # recorded before the first part
     saved = [p.read_bytes() for p in parts(out)]
@@ -117,10 +122,7 @@ def test_a_resume_that_runs_otherwise_is_refused_naming_both_values(tmp_path, mo
 
 def test_an_attempt_that_saved_nothing_does_not_bind_the_next(tmp_path, monkeypatch, reference):
     out = tmp_path / "job"
-    stop_after(monkeypatch, 0)
-    with pytest.raises(Interrupted):
-        run(cfg_for(out), backend(dtype="bf16"))
-    monkeypatch.undo()
+    interrupted_run(monkeypatch, 0, cfg_for(out), backend(dtype="bf16"))
     assert json.loads((out / "job.json").read_text())["ran"]["dtype"] == "bf16" and not parts(out)
     summary = run(cfg_for(out), backend(dtype="fp32"))
     assert summary["ran"]["dtype"] == "fp32" and summary["model"]["dtype"] == "fp32"
@@ -130,10 +132,7 @@ def test_an_attempt_that_saved_nothing_does_not_bind_the_next(tmp_path, monkeypa
 
 def test_overwrite_starts_over_under_the_new_values(tmp_path, monkeypatch, reference):
     out = tmp_path / "job"
-    stop_after(monkeypatch, 2)
-    with pytest.raises(Interrupted):
-        run(cfg_for(out), backend(dtype="bf16"))
-    monkeypatch.undo()
+    interrupted_run(monkeypatch, 2, cfg_for(out), backend(dtype="bf16"))
     fresh = backend(dtype="fp32")
     summary = run(cfg_for(out, overwrite=True), fresh)
     assert sum(fresh.calls) == len(reference) and summary["ran"]["dtype"] == "fp32"
@@ -159,10 +158,7 @@ def flip_a_score(path):
 @pytest.mark.parametrize("damage", [truncate, flip_a_score])
 def test_a_damaged_part_is_set_aside_and_its_prompts_scored_again(tmp_path, monkeypatch, reference, caplog, damage):
     out = tmp_path / "job"
-    stop_after(monkeypatch, 4)
-    with pytest.raises(Interrupted):
-        run(cfg_for(out), backend())
-    monkeypatch.undo()
+    interrupted_run(monkeypatch, 4, cfg_for(out), backend())
     saved = parts(out)
     bad = saved[1]
     n_bad = len(pd.read_parquet(bad))
@@ -185,10 +181,7 @@ def test_sound_parts_pass_their_checksum_on_every_scoring_method(tmp_path, monke
     """No false alarm: every saved result reads back to the checksum it was saved with (floats, None, text)."""
     out = tmp_path / "job"
     over = dict(scoring__method=method, scoring__format=fmt)
-    stop_after(monkeypatch, 3)
-    with pytest.raises(Interrupted):
-        run(dummy_cfg(out, **over), backend())
-    monkeypatch.undo()
+    interrupted_run(monkeypatch, 3, dummy_cfg(out, **over), backend())
     n_saved = sum(len(pd.read_parquet(p)) for p in parts(out))
     with caplog.at_level(logging.WARNING):
         summary = run(dummy_cfg(out, **over), backend())
@@ -197,10 +190,7 @@ def test_sound_parts_pass_their_checksum_on_every_scoring_method(tmp_path, monke
 
 def test_an_unreadable_part_is_moved_once_not_retried_forever(tmp_path, monkeypatch):
     out = tmp_path / "job"
-    stop_after(monkeypatch, 2)
-    with pytest.raises(Interrupted):
-        run(cfg_for(out), backend())
-    monkeypatch.undo()
+    interrupted_run(monkeypatch, 2, cfg_for(out), backend())
     saved = parts(out)
     saved[0].write_bytes(b"PAR1 not a parquet file")
     store = JobStore(out)
