@@ -89,17 +89,11 @@ def _level_means(personas: pd.DataFrame, by: str) -> dict:
             personas.groupby(level_labels(personas[by], by))["true_delta"].mean().items()}
 
 
-def _draw(
-    roles: pd.DataFrame,
-    n_questions: int = 1200,
-    templates: tuple[str, ...] = ("speaker", "audience"),
-    effects: Optional[PlantedEffects] = None,
-    seed: int = 0,
-    domains: Optional[dict[str, list[str]]] = None,  # domain -> MMLU subjects (a role-set YAML's `domains:`)
-    rho: float = 0.8,  # copula correlation of correctness between prompts of one question
-    p_range: tuple[float, float] = (0.15, 0.85),  # control probabilities stay inside this range
-    beta: tuple[float, float] = (1.2, 1.0),  # shape of the control-probability distribution inside p_range
-):
+def _draw(roles: pd.DataFrame, n_questions: int, templates: tuple[str, ...], effects: Optional[PlantedEffects],
+          seed: int, domains: Optional[dict[str, list[str]]],
+          rho: float = 0.8,  # copula correlation of correctness between prompts of one question
+          p_range: tuple[float, float] = (0.15, 0.85),  # control probabilities stay inside this range
+          beta: tuple[float, float] = (1.2, 1.0)):  # shape of the control-probability distribution inside p_range
     """The questions, personas, probabilities and outcomes of one synthetic model (make_predictions, make_matrix)."""
     effects = effects or PlantedEffects()
     domains = domains or {}
@@ -153,12 +147,10 @@ def make_predictions(
     seed: int = 0,
     domains: Optional[dict[str, list[str]]] = None,  # domain -> MMLU subjects (a role-set YAML's `domains:`)
     model: str = "synthetic",
-    rho: float = 0.8,  # copula correlation of correctness between prompts of one question
-    p_range: tuple[float, float] = (0.15, 0.85),  # control probabilities stay inside this range
-    beta: tuple[float, float] = (1.2, 1.0),  # shape of the control-probability distribution inside p_range
+    **draw,  # _draw's rho, p_range and beta
 ) -> tuple[pd.DataFrame, dict]:
     """Predictions rows for every (template, role) persona and the control on n_questions questions; and the truth."""
-    d = _draw(roles, n_questions, templates, effects, seed, domains, rho, p_range, beta)
+    d = _draw(roles, n_questions, templates, effects, seed, domains, **draw)
     rng, personas, p, p_control, in_dom, correct, raw, answer = (d.rng, d.personas, d.p, d.p_control, d.in_dom,
                                                                d.correct, d.raw, d.answer)
     q_subject, q_id, split, effects = d.q_subject, d.q_id, d.split, d.effects
