@@ -45,6 +45,14 @@ DEFAULT_DISCORDANCE = 0.04
 DEFAULT_ROLE_SD = 0.02
 
 
+def mde_words(x, missing: str = "n/a", undetectable: str = "not detectable", unit: str = "") -> str:
+    """A minimum detectable effect (accuracy) in points, e.g. '1.9' + unit; `missing` for None or NaN (an aliased or
+    unestimable term), `undetectable` for infinity (no effect is detectable at this size)."""
+    if x is None or x != x:
+        return missing
+    return undetectable if x == float("inf") else f"{100 * x:.1f}{unit}"
+
+
 def _rejection_bound(d: np.ndarray, alpha: float) -> np.ndarray:
     """Largest k with 2 * P(Bin(d, 1/2) <= k) < alpha (the exact McNemar test, analysis.stats.mcnemar_p,
     rejects when min(B, d - B) <= k); -1 where it never rejects."""

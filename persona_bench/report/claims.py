@@ -10,12 +10,11 @@ import pandas as pd
 
 from persona_bench.analysis.equivalence import margin_words
 from persona_bench.analysis.families import family_of
+from persona_bench.analysis.power import mde_words
 
 
 def _pts(x) -> str:
-    if x is None or x != x:
-        return "n/a"
-    return "not detectable at this size" if x == float("inf") else f"{100 * x:.1f} points"
+    return mde_words(x, undetectable="not detectable at this size", unit=" points")
 
 
 def verdict_sentence(a: dict, family: str, noun: str) -> str:

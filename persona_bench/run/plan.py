@@ -70,7 +70,7 @@ class Plan:
     def render_power(self) -> str:
         """The power lines of the plan (below its first line)."""
         def pts(x):
-            return "aliased" if x is None or x != x else "not detectable" if x == float("inf") else f"{100 * x:.1f}"
+            return power.mde_words(x, missing="aliased")
 
         src = "default, the demo's" if self.discordance_source == "default" else self.discordance_source
         terms = ", ".join(f"{a['term']} {pts(a['mde'])}" for a in self.mde_attributes)
