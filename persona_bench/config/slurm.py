@@ -63,7 +63,7 @@ def slurm_minutes(value: Any, source: str | None = None) -> int:
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         seconds = None
     elif isinstance(value, (int, float)):
-        seconds = int(value) * 60 if value > 0 else 0
+        seconds = int(value) * 60 if value > 0 else (0 if value in (0, -1) else None)  # 0, -1: SLURM's no limit
     else:
         seconds = None if text.lower() in UNLIMITED else _seconds(text)
     if text.lower() in UNLIMITED or seconds == 0:

@@ -158,7 +158,7 @@ def _run_job(job: Job, store: JobStore, backend: Optional[Backend]) -> dict:
                     saved["of"], out)
         tracker.finish(ok=False)
         raise
-    except SystemExit as e:  # submitit stopping the job for a requeue (SLURM time limit, preemption: run/slurm.py)
+    except SystemExit as e:  # submitit stopping the job to requeue it (SLURM time limit, preemption; docs/scale.md)
         record_end(out, "interrupted", e, reason=f"stopped (exit {e.code}): a SLURM time limit or preemption, where "
                    "submitit requeues the job and it continues", n_saved=saved["n"], n_prompts=saved["of"])
         log.warning("stopped with %d of %d prompts saved in %s; a requeued job (or the same command) continues",
