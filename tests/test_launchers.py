@@ -83,16 +83,92 @@ def test_slurm_launcher_writes_the_sbatch_script(fake_slurm, tmp_path):
     env.update(PATH=f"{fake_slurm}:{env['PATH']}", FAKE_SBATCH_OUT=str(script), SBATCH_PARTITION="gpu",
                SBATCH_ACCOUNT="myproj")
     p = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=slurm", "model=flan,opt",
-                        "hydra.launcher.timeout_min=600", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                        "hydra.launcher.timeout_min=10:00:00", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode != 0 and "fake sbatch: nothing submitted" in p.stderr, p.stderr[-2000:]
     text = script.read_text()
     for line in ("--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1", "--cpus-per-task=8", "--mem=64GB",
                  "--partition=gpu", "--account=myproj", "--time=600", "--array=0-1%2", "--job-name=persona_bench",
-                 "--signal=USR2@120"):
+                 "--signal=USR2@120", "--requeue"):
         assert f"#SBATCH {line}\n" in text, (line, text)
     assert f"--output={tmp_path / 'sweep'}/.submitit/%A_%a/" in text
     assert "submitit.core._submit" in text and "--qos" not in text
+
+
+# Every form of sbatch --time, from SBATCH_TIMELIMIT and from the command line, in minutes (seconds round up)
+TIME_FORMS = [("90", 90), ("30:30", 31), ("24:00:00", 1440), ("2-0", 2880), ("1-12:30", 2190),
+              ("1-00:00:01", 1441), ("0-00:45:00", 45)]
+
+
+@pytest.mark.parametrize("given,minutes", TIME_FORMS)
+def test_slurm_time_limit_takes_every_form_of_sbatch_time(no_sbatch_env, monkeypatch, tmp_path, given, minutes):
+    from hydra.utils import instantiate
+
+    from persona_bench.run.launch import LaunchCheck
+
+    monkeypatch.setenv("SBATCH_TIMELIMIT", given)
+    assert launcher(["hydra/launcher=slurm"])["timeout_min"] == minutes  # resolved: --cfg hydra --resolve shows it
+    monkeypatch.delenv("SBATCH_TIMELIMIT")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(None, overrides=["hydra/launcher=slurm", f"hydra.launcher.timeout_min={given}",
+                                       f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+    LaunchCheck().on_multirun_start(cfg)  # as Hydra runs it, before it makes the launcher
+    assert instantiate(cfg.hydra.launcher).params["timeout_min"] == minutes  # what submitit is given
+
+
+@pytest.mark.parametrize("given,says", [("UNLIMITED", "no time limit"), ("infinite", "no time limit"),
+                                        ("0", "no time limit"), ("24h", "not a SLURM time limit"),
+                                        ("1:2:3:4", "not a SLURM time limit")])
+def test_a_bad_or_unlimited_time_limit_is_one_clear_error_before_any_folder(no_sbatch_env, monkeypatch, tmp_path,
+                                                                            capsys, given, says):
+    from persona_bench.run.launch import LaunchCheck
+
+    monkeypatch.setenv("SBATCH_TIMELIMIT", given)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(None, overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                      return_hydra_config=True)
+    with pytest.raises(SystemExit) as e:  # the -m sweep's callback, before Hydra makes the sweep folder
+        LaunchCheck().on_multirun_start(cfg)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and not (tmp_path / "sweep").exists()
+    hint = "sinfo" if says == "no time limit" else '"days-hours:minutes:seconds"'  # what to give instead
+    assert f"error: SBATCH_TIMELIMIT='{given}' " in err and says in err and hint in err, err
+
+
+def test_slurm_jobs_requeue_on_time_limit_and_preemption_and_rerun_the_same_job(fake_slurm, no_sbatch_env,
+                                                                                 monkeypatch, tmp_path):
+    """The launcher, in this process, submits a two-job array through a fake sbatch: the script asks for the time,
+    the requeue and the USR2 signal; each pickled job may be requeued 3 times at its time limit, and the
+    resubmission submitit makes on USR2 (the launcher's checkpoint) is the same call: the same overrides, hence
+    the same job folder, where the requeued job resumes from its saved batches (test_resume.py)."""
+    import pickle
+
+    from hydra.utils import instantiate
+
+    from persona_bench.run.launch import LaunchCheck
+
+    script = tmp_path / "script.sh"
+    monkeypatch.setenv("PATH", f"{fake_slurm}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SBATCH_OUT", str(script))
+    sweep = tmp_path / "sweep"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(None, overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={sweep}",
+                                       "hydra.launcher.timeout_min=1-12:00:00"], return_hydra_config=True)
+    LaunchCheck().on_multirun_start(cfg)
+    slurm = instantiate(cfg.hydra.launcher)
+    slurm.setup(hydra_context=None, task_function=print, config=cfg)
+    with pytest.raises(Exception, match="fake sbatch: nothing submitted"):
+        slurm.launch([["model=flan"], ["model=opt"]], initial_job_idx=0)
+    text = script.read_text()
+    for line in ("--time=2160", "--requeue", "--signal=USR2@120", "--array=0-1%2", "--open-mode=append"):
+        assert f"#SBATCH {line}\n" in text, (line, text)
+    jobs = [pickle.loads(p.read_bytes()) for p in sorted((sweep / ".submitit").rglob("*.pkl"))]
+    assert len(jobs) == 2
+    for job in jobs:
+        assert (job._timeout_min, job._timeout_countdown) == (2160, 3)  # max_num_timeout: 3 requeues at the limit
+        again = job.function.checkpoint(*job.args, **job.kwargs)  # what submitit pickles and requeues on USR2
+        assert again.function is job.function and again.args == job.args
+    assert sorted(job.args[0] for job in jobs) == [["model=flan"], ["model=opt"]]
 
 
 # -- parallel jobs on one machine ----------------------------------------------------------------
@@ -179,6 +255,15 @@ def test_nothing_is_claimed_for_an_explicit_device_or_fewer_than_two_gpus(tmp_pa
     with claim_device(device, gpus=fake, lock_dir=tmp_path / "locks") as got:
         assert got == device
     assert not (tmp_path / "locks").exists()
+
+
+def test_the_environment_variable_moves_the_lock_folder(tmp_path, monkeypatch):
+    """Containers on one machine share GPU claims when each mounts one host folder and names it here
+    (docs/scale.md#docker)."""
+    monkeypatch.setenv("PERSONA_BENCH_GPU_LOCKS", str(tmp_path / "locks"))
+    with claim_device("auto", holder="job-a", gpus=["GPU-aaaa", "GPU-bbbb"]) as device:
+        assert device == "cuda:0"
+        assert "job-a" in (tmp_path / "locks" / "gpu-GPU-aaaa.lock").read_text()
 
 
 def test_an_unusable_lock_directory_is_one_clear_error(tmp_path):

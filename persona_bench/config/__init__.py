@@ -31,18 +31,20 @@ from persona_bench.config.schema import (
     TrackingConfig,
     default_cache_dir,
 )
+from persona_bench.config.slurm import register_slurm, slurm_minutes
 from persona_bench.config.validate import resolved_scoring, validate
 
 __all__ = ["Config", "ConfigError", "DatasetConfig", "GenerateConfig", "ModelConfig", "ReportConfig", "RoleConfig",
            "RoleSetConfig", "ScoringConfig", "ShardConfig", "TemplateConfig", "TrackingConfig", "Unavailable", "UserError",
            "config_id", "default_cache_dir", "did_you_mean", "job_identity", "register", "resolved_scoring",
-           "shard_suffix", "validate"]
+           "shard_suffix", "slurm_minutes", "validate"]
 
 
 def register() -> None:
     """Register the schema as `schema` in Hydra's ConfigStore, and the resolvers that conf/hydra/default.yaml
     uses to name run directories after the job's identity: `${config_id:}` (the whole job's id, shared by
-    its shards; it refuses a model.name, experiment_name or sweep_name that is not a plain folder name) and `${shard_suffix:}` ('-shard<i>of<n>', or '' when unsharded)."""
+    its shards; it refuses a model.name, experiment_name or sweep_name that is not a plain folder name) and `${shard_suffix:}` ('-shard<i>of<n>', or '' when unsharded); `${slurm_minutes:...}` and the SLURM launcher's
+    schema (config/slurm.py)."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
@@ -58,3 +60,4 @@ def register() -> None:
     if not OmegaConf.has_resolver("shard_suffix"):
         OmegaConf.register_new_resolver("shard_suffix",
                                         lambda *, _root_: shard_suffix(_root_.shard.index, _root_.shard.count))
+    register_slurm()  # ${slurm_minutes:...} and the SLURM preset's schema (conf/hydra/launcher/slurm.yaml)

@@ -5,7 +5,8 @@
     write_report([run_dir], out, Options(n_boot=2000, seed=0, similarity=True))
 
 analyse.py computes every table; figures.py draws; html.py renders the page; write.py writes the
-files and holds the command line.
+files and holds the command line. export_lm_eval.py writes a run in lm-evaluation-harness's results and samples
+format (python -m persona_bench.report.export_lm_eval RUN_DIR [OUT_DIR]).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Hydra makes any folder; it prints one message and exits 2, so nothing is created
     a config group listed twice  template=[speaker,speaker] would compose as one template, in silence
     a folder that cannot be made hydra.run.dir (with -m: hydra.sweep.dir) under a file, in a read-only
                                  folder, or where the system refuses one (/proc/x)
+    a SLURM time limit           hydra.launcher.timeout_min (or SBATCH_TIMELIMIT) in no form of sbatch --time,
+                                 or unlimited (hydra/launcher=slurm; persona_bench/config/slurm.py); a valid one
+                                 is made minutes here, as submitit takes it
 
 A sweep's jobs are checked as far as the command line says: every value of a swept name or template
 list. Each job's folder name is checked again when Hydra resolves it (the ${config_id:} resolver), and
@@ -22,9 +25,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from persona_bench.config.errors import ConfigError
+from persona_bench.config.slurm import TIME_KEY, slurm_minutes
 from persona_bench.config.validate import PATH_NAMES, check_directory, check_path_names
 
 
@@ -108,6 +112,30 @@ def check_can_make(key: str, path: Any) -> None:
                 pass
 
 
+SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+
+
+def slurm_time_in_minutes(config: DictConfig) -> None:
+    """The SLURM launcher's time limit (hydra.launcher.timeout_min, from SBATCH_TIMELIMIT or the command line, in
+    any form of sbatch --time) made whole minutes in `config`, as submitit needs it (persona_bench/config/slurm.py);
+    raises ConfigError naming the value and the valid forms. Hydra makes the launcher from this config next."""
+    if str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "") != SLURM_LAUNCHER:
+        return
+    try:
+        value = OmegaConf.select(config, TIME_KEY)
+    except Exception as e:  # noqa: BLE001 - the resolver's own ConfigError arrives wrapped by OmegaConf
+        cause = e
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
+    minutes = slurm_minutes(value, TIME_KEY)
+    if value != minutes:
+        with read_write(config), open_dict(config):
+            OmegaConf.update(config, TIME_KEY, minutes)
+
+
 class LaunchCheck(Callback):
     """The checks of this module's doc, before Hydra creates anything. Hydra turns a callback's exception
     into a warning, so a failed check prints its message and exits 2 itself (as run.py does)."""
@@ -126,6 +154,7 @@ class LaunchCheck(Callback):
             for names in _swept_names(config):
                 check_path_names(names)
             repeated_options(config.hydra.overrides.task)
+            slurm_time_in_minutes(config)
             sweep_dir = _resolved(config, "hydra.sweep.dir")
             if sweep_dir is not None:
                 check_can_make("hydra.sweep.dir", sweep_dir)

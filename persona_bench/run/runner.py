@@ -6,7 +6,8 @@
        longest first, minus what earlier attempts saved -> results, saved batch by batch
     -> predictions.parquet, summary.json -> tracking -> after-run steps (self-pick, perplexity, report)
 
-Exit paths: complete; Interrupted by SIGINT/SIGTERM (finished batches saved, status "interrupted");
+Exit paths: complete; Interrupted by SIGINT/SIGTERM, or SystemExit (submitit stopping a SLURM job to requeue
+it) (finished batches saved, status "interrupted");
 any other error (status "failed"). The same command continues an unfinished job.
 """
 
@@ -155,6 +156,13 @@ def _run_job(job: Job, store: JobStore, backend: Optional[Backend]) -> dict:
         record_end(out, "interrupted", e, reason=str(e), n_saved=saved["n"], n_prompts=saved["of"])
         log.warning("%s: %d of %d prompts are saved in %s; run the same command again to continue", e, saved["n"],
                     saved["of"], out)
+        tracker.finish(ok=False)
+        raise
+    except SystemExit as e:  # submitit stopping the job to requeue it (SLURM time limit, preemption; docs/scale.md)
+        record_end(out, "interrupted", e, reason=f"stopped (exit {e.code}): a SLURM time limit or preemption, where "
+                   "submitit requeues the job and it continues", n_saved=saved["n"], n_prompts=saved["of"])
+        log.warning("stopped with %d of %d prompts saved in %s; a requeued job (or the same command) continues",
+                    saved["n"], saved["of"], out)
         tracker.finish(ok=False)
         raise
     except BaseException as e:
