@@ -193,17 +193,20 @@ def test_bad_run_directories_fail_with_one_clear_line(tmp_path, capsys):
 def test_a_sweep_of_two_models_writes_the_cross_run_report(tiny_model_dir, tmp_path):
     """run.py -m over two tiny local models (llama, opt) with the parallel launcher (two joblib worker
     processes): each job writes its report, and the sweep's callback writes the cross-run report with
-    both models side by side and their rank agreement."""
+    both models side by side and their rank agreement. W&B (offline) gets one run per model and the
+    sweep's report as a third run of the same group: the models side by side in one view."""
     conf = tmp_path / "conf" / "model"
     conf.mkdir(parents=True)
     for arch in ("llama", "opt"):
         (conf / f"tiny_{arch}.yaml").write_text(yaml.safe_dump({
             "name": f"tiny_{arch}", "source": "local", "path": str(tiny_model_dir(arch)), "arch": "causal",
             "dtype": "fp32", "scoring": "cloze", "params_b": 0.0001}))
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY", "PERSONA_BENCH_N_JOBS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY", "PERSONA_BENCH_N_JOBS")
+           and not k.startswith("WANDB_")}
+    env.update(wandb_dirs(tmp_path), WANDB_MODE="offline")
     p = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
                         "hydra.job_logging.formatters.simple.format='%(asctime)s pid=%(process)d %(message)s'",
-                        "model=tiny_llama,tiny_opt", "tracking=none",
+                        "model=tiny_llama,tiny_opt", "tracking=wandb", "sweep_name=two-models",
                         "dataset.subjects=[clinical_knowledge,high_school_physics,international_law]",
                         "dataset.per_subject=4", "role_set.names=[doctor,lawyer,friend,mother]", "progress=false",
                         f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.sweep.dir={tmp_path / 's'}",
@@ -221,3 +224,53 @@ def test_a_sweep_of_two_models_writes_the_cross_run_report(tiny_model_dir, tmp_p
     assert all(json.loads((j / "status.json").read_text())["state"] == "complete" for j in jobs)
     pids = {int(pid) for j in jobs for pid in re.findall(r"pid=(\d+)", (j / "run.log").read_text())}
     assert len(pids) == 2 and os.getpid() not in pids  # one worker process per job
+    check_sweep_in_wandb(tmp_path / "s", jobs, doc)
+
+
+def wandb_dirs(tmp_path: Path) -> dict:
+    """wandb's own config, cache and data folders under tmp_path (a subprocess's environment)."""
+    dirs = {f"WANDB_{n.upper()}_DIR": tmp_path / f"wandb-{n}" for n in ("config", "cache", "data")}
+    for d in dirs.values():
+        d.mkdir()
+    return {k: str(v) for k, v in dirs.items()}
+
+
+def check_sweep_in_wandb(sweep: Path, jobs: list[Path], doc: dict) -> None:
+    """The offline W&B records of the two-model sweep: a run per model with the values it ran with, the roles it
+    used, the report's statistics, its page and report.json; and the sweep's report as one more run of the group."""
+    from wandb_records import read_wandb_offline
+
+    from persona_bench.run.logged import PER_ROLE_COLUMNS, STAT_COLUMNS
+
+    for job in jobs:
+        (run_dir,) = sorted((job / "wandb").glob("offline-run-*"))
+        rec = read_wandb_offline(run_dir)
+        summary = json.loads((job / "summary.json").read_text())
+        assert rec["run"]["group"] == "two-models" and rec["run"]["job_type"] == "benchmark"
+        resolved = rec["config"]["resolved"]
+        assert resolved["config_id"] == summary["config_id"] and resolved["dtype"] == "fp32"
+        assert (resolved["scoring"], resolved["format"]) == ("cloze", summary["scoring"]["format"])
+        assert resolved["placement"] == summary["placement"] and resolved["device"] == "cpu"
+        assert resolved["quantization"] == "none"
+        assert [r["name"] for r in rec["config"]["role_set"]["roles"]] == ["doctor", "lawyer", "friend", "mother"]
+        assert rec["config"]["role_set"]["n_catalogue"] > 100  # the whole catalogue is not logged
+        s = rec["summary"]
+        assert s["accuracy/control"] == pytest.approx(summary["accuracy"]["control"])
+        assert {"persona/speaker/doctor/ci_low", "persona/audience/mother/p_adj", "contrast/persona-control/p_adj",
+                "family/persona_vs_control/n_significant", "self_check/agreement", "self_check/max_prob_diff"} <= set(s)
+        assert any(k.startswith("attribute/") and k.endswith("/verdict") for k in s)
+        assert s["report"]["_type"] == "html-file"
+        assert {a["type"] for a in rec["artifacts"]} >= {"predictions", "report"}
+        table = rec["tables"]["per_role"]
+        assert table["columns"] == PER_ROLE_COLUMNS + STAT_COLUMNS and len(table["data"]) == 8
+        assert all(row[table["columns"].index("verdict")] for row in table["data"])
+    (run_dir,) = sorted((sweep / "wandb").glob("offline-run-*"))
+    rec = read_wandb_offline(run_dir)
+    assert rec["run"]["group"] == "two-models" and rec["run"]["job_type"] == "sweep-report"
+    side = {r["model"]: r for r in doc["cross_model"]["side_by_side"]}
+    for model in ("tiny_llama", "tiny_opt"):
+        assert rec["summary"][f"{model}/accuracy/control"] == pytest.approx(side[model]["control_accuracy"])
+        assert rec["summary"][f"{model}/accuracy/persona_mean"] == pytest.approx(side[model]["persona_accuracy"])
+    assert len(rec["tables"]["cross_model/side_by_side"]["data"]) == 2
+    assert rec["summary"]["figures/role_model_heatmap"]["_type"] == "image-file"
+    assert rec["summary"]["report"]["_type"] == "html-file" and "report" in {a["type"] for a in rec["artifacts"]}

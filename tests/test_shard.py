@@ -210,10 +210,14 @@ def test_a_sweep_over_shards_writes_one_directory_each_and_reports_them_as_one_m
     (conf / "tiny_llama.yaml").write_text(yaml.safe_dump({
         "name": "tiny_llama", "source": "local", "path": str(tiny_model_dir("llama")), "arch": "causal",
         "dtype": "fp32", "scoring": "letter", "params_b": 0.0001}))
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "WANDB_API_KEY") and not k.startswith("WANDB_")}
+    for name in ("config", "cache", "data"):  # wandb's own folders; its runs go into each job's and the sweep's folder
+        (tmp_path / f"wandb-{name}").mkdir()
+        env[f"WANDB_{name.upper()}_DIR"] = str(tmp_path / f"wandb-{name}")
+    env["WANDB_MODE"] = "offline"
     p = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "shard.index=0,1", "shard.count=2",
                         "model=tiny_llama", "dataset=file", f"dataset.path={qfile}", "role_set.names=[doctor]",
-                        "tracking=none", "progress=false", "report.perplexity=false", "report.similarity=false",
+                        "tracking=wandb", "progress=false", "report.perplexity=false", "report.similarity=false",
                         "report.n_boot=50", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
                         f"hydra.sweep.dir={tmp_path / 's'}"], cwd=ROOT, capture_output=True, text=True, env=env,
                        timeout=600)
@@ -226,3 +230,13 @@ def test_a_sweep_over_shards_writes_one_directory_each_and_reports_them_as_one_m
     assert doc["models"] == ["tiny_llama"] and len(doc["meta"]["runs"]) == 2
     assert {r["shard"]["index"] for r in doc["meta"]["runs"]} == {0, 1}
     assert load_runs([tmp_path / "s"]).predictions["tiny_llama"].question_id.nunique() == 10
+    # W&B: each shard's run is marked a shard (never taken for the model's result); the sweep's report run holds
+    # the one merged result
+    from wandb_records import read_wandb_offline
+
+    for i, job in enumerate(jobs):
+        run = read_wandb_offline(next((job / "wandb").glob("offline-run-*")))["run"]
+        assert run["job_type"] == "shard" and {"shard", f"shard{i}of2"} <= set(run["tags"])
+    merged = read_wandb_offline(next((tmp_path / "s" / "wandb").glob("offline-run-*")))
+    assert merged["run"]["job_type"] == "sweep-report" and merged["run"]["group"] == run["group"]
+    assert (merged["summary"]["tiny_llama/n_runs"], merged["summary"]["tiny_llama/n_questions"]) == (2, 10)

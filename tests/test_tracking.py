@@ -25,6 +25,7 @@ from wandb_records import read_wandb_offline  # noqa: E402  (tests/ is on sys.pa
 
 from persona_bench.analysis.summary import accuracy_summary  # noqa: E402
 from persona_bench.config.schema import TrackingConfig  # noqa: E402
+from persona_bench.run.logged import STAT_COLUMNS  # noqa: E402
 from persona_bench.run.tracking import (
     PER_ROLE_COLUMNS,
     REDACTED,
@@ -35,6 +36,7 @@ from persona_bench.run.tracking import (
     make_tracker,
     redact,
     resolve_mode,
+    run_target,
     secret_name,
 )
 
@@ -132,7 +134,7 @@ def test_offline_run_records_summary_config_table_and_artifact(wandb_env, monkey
     assert s["n_prompts"] == 16
 
     assert rec["config"]["model"] == {"name": "tiny", "batch_tokens": 4096}
-    assert rec["config"]["ran"] == summary["ran"]  # the resolved values, beside the config's `auto`
+    assert rec["config"]["resolved"] == summary["ran"]  # the resolved values, beside the config's `auto`
     assert rec["config"]["hf_token"] == REDACTED
     assert rec["config"]["dataset"]["path"] == f"https://user:{REDACTED}@example.org/mmlu"
     assert rec["run"]["group"] == "sweep-a" and rec["run"]["tags"] == ["tiny", "demo"]
@@ -294,7 +296,7 @@ def test_failing_log_is_a_warning_and_finish_still_works(wandb_env, monkeypatch,
     t.start({"a": 1}, out, "job", "g", [])
     assert t.run is not None
     with monkeypatch.context() as m:
-        m.setattr(type(t.run), "log", boom)
+        m.setattr(type(t.run), "log_artifact", boom)
         t.log_results(summary, df, out)
     assert t.mode == "off"
     t.log_results(summary, df, out)  # off: no second attempt, no second warning
@@ -304,7 +306,7 @@ def test_failing_log_is_a_warning_and_finish_still_works(wandb_env, monkeypatch,
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER]
     assert len(warnings) == 1 and "log_results" in warnings[0].getMessage()
     rec = records(offline_dirs(out)[0])
-    assert rec["exit_code"] == 1 and "accuracy/control" not in rec["summary"]  # closed with the job's status
+    assert rec["exit_code"] == 1 and "per_role" not in rec["summary"]  # nothing after the failure; the job's status
 
 
 def test_make_tracker(monkeypatch, caplog):
@@ -404,3 +406,198 @@ def test_run_py_with_a_fake_key_and_wandb_unreachable_finishes_offline_and_leaks
         if path.is_file():
             data = path.read_bytes()
             assert FAKE_KEY.encode() not in data and HF_SECRET.encode() not in data, path
+
+
+# -- W&B as the place where runs are compared: resolved config, statistics, the report, the sweep's run -------
+
+def persona_stats() -> list[dict]:
+    """report.json's persona_effects for predictions(): the report's statistics per persona."""
+    return [
+        {"template": "speaker", "role": "doctor", "delta": 0.25, "ci_low": 0.05, "ci_high": 0.45, "p": 0.01,
+         "p_adj": 0.03, "q_bh": 0.02, "significant": True, "verdict": "effect", "n_better": 1, "n_worse": 0},
+        {"template": "speaker", "role": "friend", "delta": 0.0, "ci_low": -0.004, "ci_high": 0.004, "p": 1.0,
+         "p_adj": 1.0, "q_bh": 1.0, "significant": False, "verdict": "no effect larger than 1 point", "n_better": 0,
+         "n_worse": 0},
+        {"template": "audience", "role": "doctor", "delta": -0.5, "ci_low": -0.9, "ci_high": -0.1, "p": 0.02,
+         "p_adj": 0.04, "q_bh": 0.03, "significant": True, "verdict": "effect", "n_better": 0, "n_worse": 2},
+    ]
+
+
+def model_analysis(effects: list[dict]) -> dict:
+    """One model's part of report.json, with the keys report/analyse.py writes."""
+    return {"n_boot": 200, "persona_effects": effects,
+            "contrasts": [{"contrast": "persona - control", "estimate": -0.083, "ci_low": -0.2, "ci_high": 0.04,
+                           "p": 0.2, "p_adj": 0.4, "significant": False}],
+            "attributes": {"estimates": [{"term": "template=audience", "estimate": -0.375, "ci_low": -0.6,
+                                          "ci_high": -0.15, "p": 0.004, "p_adj": 0.008, "significant": True,
+                                          "verdict": "effect"}]},
+            "families": [{"name": "persona_vs_control", "n_tests": 3, "n_significant": 2, "n_equivalent": 1,
+                          "verdicts": {"effect": 2, "no effect larger than 1 point": 1}}],
+            "power": {"persona_mde": 0.12, "discordance": 0.2, "attributes": [{"term": "template=audience", "mde": 0.3}]},
+            "best_persona": {"persona": "speaker: doctor", "delta": 0.25, "shrunken": 0.1, "ci_low": -0.02,
+                             "ci_high": 0.3, "rank_ci_low": 1, "rank_ci_high": 2}}
+
+
+def write_report_dir(report_dir: Path, doc: dict) -> Path:
+    """A report folder as report/write.py leaves it: report.json, report.html and the figures."""
+    (report_dir / "figures").mkdir(parents=True)
+    doc = {"meta": {"runs": [], "options": {"n_boot": 200}}, "cross_model": {}, **doc,
+           "figures": {"personas": "figures/personas.png"}}
+    (report_dir / "report.json").write_text(json.dumps(doc))
+    (report_dir / "report.html").write_text("<html><body><h1>persona-bench report</h1></body></html>")
+    tiny_png(report_dir / "figures" / "personas.png")
+    return report_dir
+
+
+def test_job_report_reaches_wandb_as_statistics_keys_table_columns_html_and_artifact(wandb_env):
+    out = wandb_env / "job"
+    summary, df = write_results(out)
+    summary["self_check"] = {"n_compared": 30, "agreement": 0.9667, "max_prob_diff": 0.0123, "mean_prob_diff": 0.002}
+    report_dir = write_report_dir(out / "report", {"models": ["tiny"], "per_model": {"tiny": model_analysis(persona_stats())}})
+    t = WandbTracker(TrackingConfig(backend="wandb", mode="offline"))
+    t.start({"a": 1}, out, "job", "g", [])
+    t.log_results(summary, df, out)
+    t.log_report(report_dir, {"personas": report_dir / "figures" / "personas.png"})
+    assert t.mode == "offline"
+    t.finish(ok=True)
+    rec = records(offline_dirs(out)[0])
+    s = rec["summary"]
+    assert s["self_check/agreement"] == 0.9667 and s["self_check/max_prob_diff"] == 0.0123
+    assert (s["persona/speaker/doctor/delta"], s["persona/speaker/doctor/ci_low"], s["persona/speaker/doctor/ci_high"],
+            s["persona/speaker/doctor/p_adj"]) == (0.25, 0.05, 0.45, 0.03)
+    assert s["contrast/persona-control/ci_high"] == 0.04 and s["contrast/persona-control/significant"] is False
+    assert s["attribute/template=audience/verdict"] == "effect" and s["attribute/template=audience/mde"] == 0.3
+    assert s["family/persona_vs_control/n_significant"] == 2
+    assert s["family/persona_vs_control/verdict/no effect larger than 1 point"] == 1
+    assert s["power/persona_mde"] == 0.12 and s["best_persona/persona"] == "speaker: doctor"
+    assert s["report"]["_type"] == "html-file" and s["figures/personas"]["_type"] == "image-file"
+    (art,) = [a for a in rec["artifacts"] if a["type"] == "report"]
+    assert art["name"] == "report-job" and sorted(art["files"]) == ["report.html", "report.json"]
+    # one per_role table, with the report's statistics beside each persona's accuracy
+    assert sum("per_role" in step for step in rec["history"]) == 1
+    table = rec["tables"]["per_role"]
+    assert table["columns"] == PER_ROLE_COLUMNS + STAT_COLUMNS
+    rows = {(r[0], r[1]): dict(zip(table["columns"], r)) for r in table["data"]}
+    assert rows["doctor", "speaker"]["delta_vs_control"] == pytest.approx(0.25)  # from the predictions
+    assert (rows["doctor", "speaker"]["ci_low"], rows["doctor", "speaker"]["p_adj"]) == (0.05, 0.03)
+    assert rows["friend", "speaker"]["verdict"] == "no effect larger than 1 point"
+    assert rows["doctor", "audience"]["significant"] is True and rows["doctor", "audience"]["n_worse"] == 2
+
+
+def sweep_doc() -> dict:
+    """A cross-run report.json of model a (two shards of one job, merged) and model b (one job)."""
+    stamp = {"ran": {"dtype": "bf16", "quantization": "none", "device": "cuda"}, "config_id": "c0ffee00",
+             "scoring": {"method": "letter", "format": "mmlu"}, "placement": "system"}
+    runs = [{**stamp, "path": f"/s/a-c0ffee00-shard{i}of2", "model": {"model": "a"},
+             "shard": {"index": i, "count": 2, "whole_config_id": "c0ffee00"}} for i in (0, 1)]
+    runs.append({**stamp, "path": "/s/b-c0ffee00", "model": {"model": "b"}})
+    side = [{"model": m, "n_questions": 40, "n_personas": 3, "control_accuracy": c, "persona_accuracy": p,
+             "delta": p - c, "ci_low": p - c - 0.1, "ci_high": p - c + 0.1, "p": 0.3, "p_adj": 0.6, "significant": False,
+             "best_persona": "speaker: doctor", "n_significant_better": 1, "n_significant_worse": 0}
+            for m, c, p in (("a", 0.5, 0.55), ("b", 0.6, 0.58))]
+    return {"meta": {"runs": runs, "options": {"n_boot": 200}}, "models": ["a", "b"],
+            "per_model": {m: model_analysis(persona_stats()) for m in ("a", "b")},
+            "cross_model": {"side_by_side": side, "role_model_delta": [{"role": "doctor", "a": 0.1, "b": -0.2}],
+                            "rank_agreement": [{"model_a": "a", "model_b": "b", "spearman": 0.5}]}}
+
+
+def test_sweep_report_is_one_more_run_of_the_group_with_each_models_merged_results(wandb_env):
+    from omegaconf import OmegaConf
+
+    from persona_bench.run.sweep import SWEEP_REPORT, track_sweep_report
+
+    sweep = wandb_env / "sweep"
+    report_dir = write_report_dir(sweep / "report", sweep_doc())
+    config = OmegaConf.create({"tracking": OmegaConf.structured(TrackingConfig(backend="wandb", mode="offline")),
+                               "sweep_name": "chat-v1", "experiment_name": "paper"})
+    track_sweep_report(config, sweep, {"personas": report_dir / "figures" / "personas.png"})
+    rec = records(offline_dirs(sweep)[0])
+    assert rec["run"]["job_type"] == SWEEP_REPORT == "sweep-report" and rec["run"]["group"] == "chat-v1"
+    assert rec["run"]["name"] == "chat-v1-sweep-report" and {"a", "b", "paper", "sweep-report"} <= set(rec["run"]["tags"])
+    s = rec["summary"]
+    assert (s["a/accuracy/control"], s["a/accuracy/persona_mean"], s["b/accuracy/control"]) == (0.5, 0.55, 0.6)
+    assert s["b/delta_vs_control/persona_mean/estimate"] == pytest.approx(-0.02)
+    assert s["a/delta_vs_control/persona_mean/ci_high"] == pytest.approx(0.15)
+    assert (s["a/n_runs"], s["b/n_runs"], s["a/n_questions"]) == (2, 1, 40)  # a's two shards: one merged result
+    assert rec["config"]["models"] == ["a", "b"]
+    assert rec["config"]["runs"]["a-c0ffee00-shard1of2"]["shard"] == {"index": 1, "count": 2, "whole_config_id": "c0ffee00"}
+    assert rec["config"]["runs"]["b-c0ffee00"]["dtype"] == "bf16" and rec["config"]["runs"]["b-c0ffee00"]["placement"] == "system"
+    assert set(rec["tables"]) == {"cross_model/side_by_side", "cross_model/role_model_delta", "cross_model/rank_agreement",
+                                  "per_role"}
+    per_role = rec["tables"]["per_role"]
+    assert per_role["columns"][:3] == ["model", "role", "template"] and len(per_role["data"]) == 6  # 2 models x 3 personas
+    assert s["report"]["_type"] == "html-file" and [a["type"] for a in rec["artifacts"]].count("report") == 1
+    assert (sweep / RUN_ID_FILE).is_file()  # a rerun of the sweep updates the same run
+
+
+def test_sweep_report_with_tracking_none_starts_no_run(wandb_env):
+    from omegaconf import OmegaConf
+
+    from persona_bench.run.sweep import track_sweep_report
+
+    sweep = wandb_env / "sweep"
+    write_report_dir(sweep / "report", sweep_doc())
+    track_sweep_report(OmegaConf.create({"tracking": {"backend": "none"}, "sweep_name": "s"}), sweep, {})
+    assert not (sweep / "wandb").exists() and not (sweep / RUN_ID_FILE).exists()
+
+
+def test_project_entity_and_group_come_from_the_config_then_the_environment_then_the_defaults(wandb_env, monkeypatch):
+    env = {"WANDB_PROJECT": "env-project", "WANDB_ENTITY": "env-team", "WANDB_RUN_GROUP": "env-group"}
+    unset = TrackingConfig(backend="wandb")
+    assert run_target(unset, "sweep-1", environ={}) == {"project": "persona-bench", "entity": None, "group": "sweep-1"}
+    assert run_target(unset, "sweep-1", environ=env) == {"project": "env-project", "entity": "env-team",
+                                                         "group": "env-group"}
+    both = TrackingConfig(backend="wandb", project="cfg-project", entity="cfg-team", group="cfg-group")
+    assert run_target(both, "sweep-1", environ=env) == {"project": "cfg-project", "entity": "cfg-team",
+                                                        "group": "cfg-group"}
+    # and what a run records: WANDB_PROJECT and WANDB_RUN_GROUP reach it when the config leaves them null
+    for k in ("WANDB_PROJECT", "WANDB_RUN_GROUP"):
+        monkeypatch.setenv(k, env[k])
+    for cfg, want in ((TrackingConfig(backend="wandb", mode="offline"), ("env-project", "env-group")),
+                      (TrackingConfig(backend="wandb", mode="offline", project="cfg-project", group="cfg-group"),
+                       ("cfg-project", "cfg-group"))):
+        out = wandb_env / want[0]
+        t = WandbTracker(cfg)
+        t.start({"a": 1}, out, "job", "sweep-1", [])
+        t.finish(ok=True)
+        run = records(offline_dirs(out)[0])["run"]
+        assert (run["project"], run["group"]) == want
+
+
+def test_logged_config_keeps_only_the_roles_used_and_adds_the_resolved_values():
+    from types import SimpleNamespace
+
+    from helpers import compose_cfg
+
+    from persona_bench.run.logged import job_labels, logged_config
+
+    cfg = compose_cfg(["role_set=paper", "role_set.names=[doctor,mother]", "tracking=wandb"])
+    catalogue = len(cfg.role_set.roles)
+    job = SimpleNamespace(cfg=cfg, roles=[SimpleNamespace(name="doctor"), SimpleNamespace(name="mother")],
+                          templates=[SimpleNamespace(name=n) for n in ("control", "speaker")],
+                          config_id="abcd1234", method="letter", fmt="mmlu")
+    logged = logged_config(job)
+    assert catalogue > 100 and logged["role_set"]["n_catalogue"] == catalogue
+    assert [r["name"] for r in logged["role_set"]["roles"]] == ["doctor", "mother"]
+    assert set(logged["role_set"]["domains"]) == {"medicine"}  # the domains of the roles used
+    assert logged["resolved"] == {"config_id": "abcd1234", "scoring": "letter", "format": "mmlu",
+                                  "shard": {"index": 0, "count": 1}}
+    assert logged["model"]["dtype"] == cfg.model.dtype and logged["tracking"]["project"] is None
+    assert job_labels(job) == ("benchmark", [cfg.model.name, cfg.experiment_name, "control", "speaker"])
+    cfg.shard.count, cfg.shard.index = 3, 1  # a shard: never taken for the model's whole result
+    assert job_labels(job) == ("shard", [cfg.model.name, cfg.experiment_name, "control", "speaker", "shard", "shard1of3"])
+    cfg.tracking.job_type = "eval"  # a job type the user set stays
+    assert job_labels(job)[0] == "eval"
+
+
+def test_resolved_values_from_a_summary():
+    from persona_bench.run.logged import resolved_values
+
+    summary = {"ran": {"dtype": "bf16", "revision": "0123abcd", "quantization": "nf4", "device": "cuda"},
+               "config_id": "abcd1234", "scoring": {"method": "cloze", "format": "cloze"}, "placement": "user",
+               "model": {"backend": "hf", "n_params": 268_000_000},
+               "shard": {"index": 0, "count": 1, "whole_config_id": "abcd1234", "n_questions": 5}}
+    assert resolved_values(summary) == {
+        "dtype": "bf16", "revision": "0123abcd", "quantization": "nf4", "device": "cuda", "config_id": "abcd1234",
+        "scoring": "cloze", "format": "cloze", "placement": "user", "backend": "hf", "n_params": 268_000_000,
+        "shard": {"index": 0, "count": 1, "whole_config_id": "abcd1234"}}

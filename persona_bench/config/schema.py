@@ -142,11 +142,11 @@ class ScoringConfig:
 class TrackingConfig:
     backend: str = "none"  # wandb | none (local files only)
     mode: str = "auto"  # auto (online if a key is set and W&B answers, else offline) | online | offline | disabled
-    project: str = "persona-bench"  # W&B project
-    entity: Optional[str] = None  # W&B team or user; null = the key's default entity
-    group: Optional[str] = None  # W&B group; null = the sweep's name (sweep_name)
+    project: Optional[str] = None  # W&B project; null = $WANDB_PROJECT, else persona-bench
+    entity: Optional[str] = None  # W&B team or user; null = $WANDB_ENTITY, else the key's default entity
+    group: Optional[str] = None  # W&B group; null = $WANDB_RUN_GROUP, else the sweep's name (sweep_name)
     tags: List[str] = field(default_factory=list)  # extra tags (model, experiment and templates are always added)
-    job_type: str = "benchmark"  # W&B job type
+    job_type: str = "benchmark"  # W&B job type of a job's run (a shard's is "shard", a sweep's cross-run report's "sweep-report")
     probe_timeout_s: float = 3.0  # auto mode: how long to wait for W&B to answer before going offline
     init_timeout_s: float = 30.0  # online: how long wandb.init may take before the run falls back to offline
     log_artifact: bool = True  # upload predictions.parquet and summary.json as a versioned artifact

@@ -17,7 +17,6 @@ import logging
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict
 from typing import Optional
 
 import torch
@@ -30,6 +29,7 @@ from persona_bench.outputs import ran_stamp
 from persona_bench.run.batching import score_items
 from persona_bench.run.items import prompt_hash
 from persona_bench.run.job import Job
+from persona_bench.run.logged import job_labels, logged_config
 from persona_bench.run.plan import make_plan
 from persona_bench.run.predictions import job_summary, prediction_rows
 from persona_bench.run.self_check import self_check
@@ -105,10 +105,9 @@ def _run_job(job: Job, store: JobStore, backend: Optional[Backend]) -> dict:
     finished = False
     try:
         store.status("running", n_prompts=saved["of"])
-        tracker.start(redact(asdict(cfg)), out, run_name=job.run_name,
-                      group=cfg.tracking.group or cfg.sweep_name,
-                      tags=[cfg.model.name, cfg.experiment_name, *[t.name for t in job.templates], *cfg.tracking.tags],
-                      job_type=cfg.tracking.job_type)
+        job_type, tags = job_labels(job)
+        tracker.start(redact(logged_config(job)), out, run_name=job.run_name, group=cfg.sweep_name, tags=tags,
+                      job_type=job_type)  # group: tracking.group, else $WANDB_RUN_GROUP, else the sweep's name
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)

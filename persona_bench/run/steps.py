@@ -53,7 +53,7 @@ def after_run(job: Job, backend: Backend, tracker: Tracker) -> None:
                        equivalence_margin=cfg.report.equivalence_margin)
         figs = write_report([out], out / REPORT_DIR, opts,
                             command=f"python -m persona_bench.report {out}")
-        tracker.log_figures(figs)
+        tracker.log_report(out / REPORT_DIR, figs)  # the page, report.json, figures and statistics
     except Exception as e:
         log.warning("the report failed (%s: %s); results are saved; python -m persona_bench.report %s retries it",
                     type(e).__name__, e, out)

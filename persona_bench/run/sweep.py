@@ -5,7 +5,9 @@ job that ran, and the failed ones with their reasons (read from each job's statu
 the job writes even when it fails), writes `<sweep dir>/sweep_status.json`, and exits non-zero
 when a job failed, after all the other jobs have run. Before that, unless `report.enabled=false`,
 it writes the cross-run report of the sweep's complete jobs into `<sweep dir>/report`
-(persona_bench/report): every model side by side, role rankings compared across models.
+(persona_bench/report): every model side by side, role rankings compared across models; with
+tracking=wandb it is logged as one more W&B run of the sweep's group (job type `sweep-report`), so the
+models, and the shards of one model merged, sit side by side in one W&B view.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from persona_bench.outputs import REPORT_DIR, REPORT_HTML, SUMMARY, SWEEP_STATUS
+from persona_bench.outputs import REPORT_DIR, REPORT_HTML, REPORT_JSON, SUMMARY, SWEEP_STATUS
 
 log = logging.getLogger("persona_bench")
+SWEEP_REPORT = "sweep-report"  # the W&B job type of a sweep's cross-run report
 
 
 class SweepSummary(Callback):
@@ -64,9 +67,47 @@ class SweepSummary(Callback):
         try:
             opts = Options(int(rep.n_boot), int(rep.seed), bool(rep.similarity),
                            equivalence_margin=float(rep.get("equivalence_margin", DEFAULT_MARGIN)))
-            write_report(jobs, sweep / REPORT_DIR, opts,
-                         command=f"python -m persona_bench.report {sweep}")
+            figs = write_report(jobs, sweep / REPORT_DIR, opts,
+                                command=f"python -m persona_bench.report {sweep}")
             log.info("cross-run report of %d jobs: %s", len(jobs), sweep / REPORT_DIR / REPORT_HTML)
         except Exception as e:
             log.error("the sweep's report failed (%s: %s); python -m persona_bench.report %s retries it",
                       type(e).__name__, e, sweep)
+            return
+        track_sweep_report(config, sweep, figs)
+
+
+def track_sweep_report(config: DictConfig, sweep: Path, figures: dict) -> None:
+    """The cross-run report as one more W&B run of the sweep's group, job type `sweep-report` (tracking.backend
+    =wandb): every model's merged accuracies and differences as summary keys, the cross-model tables, the
+    figures, report.html as a panel and report.json as an artifact. Its W&B files and run id live in the sweep
+    directory, so rerunning the sweep updates the same run. Never raises."""
+    from omegaconf import OmegaConf
+
+    from persona_bench.config.schema import TrackingConfig
+    from persona_bench.run.logged import resolved_values
+    from persona_bench.run.tracking import make_tracker
+
+    try:
+        cfg = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
+        if cfg.backend == "none":
+            return
+        doc = json.loads((sweep / REPORT_DIR / REPORT_JSON).read_text())
+        runs = {Path(r["path"]).name: resolved_values(r) for r in doc["meta"]["runs"]}
+        name = str(config.get("sweep_name") or sweep.name)
+        run_config = {"sweep_name": name, "sweep_dir": str(sweep), "models": doc["models"], "runs": runs,
+                      "report": doc["meta"]["options"]}
+    except Exception as e:
+        log.warning("the sweep's report was not logged to W&B (%s: %s); it is in %s", type(e).__name__, e,
+                    sweep / REPORT_DIR)
+        return
+    tracker = make_tracker(cfg)
+    ok = False
+    try:
+        tracker.start(run_config, sweep, run_name=f"{name}-sweep-report", group=name,
+                      tags=[*doc["models"], str(config.get("experiment_name") or ""), "sweep-report", *cfg.tags],
+                      job_type=SWEEP_REPORT)
+        tracker.log_sweep_report(sweep / REPORT_DIR, figures)
+        ok = True
+    finally:
+        tracker.finish(ok)

@@ -5,9 +5,14 @@ so a tracking problem can never lose a result. Every W&B call is guarded: an exc
 one logged warning and the tracker turns itself off for the rest of the job.
 
     tracker = make_tracker(cfg.tracking)
-    tracker.start(config_dict, out_dir, run_name, group, tags)
-    try: ...; tracker.log_results(summary, predictions, out_dir)
+    tracker.start(config_dict, out_dir, run_name, group, tags, job_type)
+    try: ...; tracker.log_results(summary, predictions, out_dir); tracker.log_report(report_dir, figures)
     finally: tracker.finish(ok)
+
+A sweep's callback (sweep.py) logs its cross-run report as one more run of the sweep's group with
+`log_sweep_report`. What is logged (keys, tables, config) is computed in logged.py; where a run goes
+(project, entity, group: the config's value, else WANDB_PROJECT/WANDB_ENTITY/WANDB_RUN_GROUP, else the
+default) in `run_target`, and its mode in `resolve_mode`.
 
 W&B files go to `<out_dir>/wandb/`; the run id is kept in `<out_dir>/wandb_run_id.txt`, so a
 resumed job continues the same W&B run. An offline run is uploaded later with
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import re
@@ -34,7 +40,19 @@ from pathlib import Path
 import pandas as pd
 
 from persona_bench.config.schema import TrackingConfig
-from persona_bench.outputs import CONTROL, PREDICTIONS, SUMMARY
+from persona_bench.outputs import PREDICTIONS, REPORT_HTML, REPORT_JSON, SUMMARY
+from persona_bench.run.logged import (
+    PER_ROLE_COLUMNS,
+    artifact_name,
+    key_part,
+    per_role_rows,
+    report_metrics,
+    report_tables,
+    resolved_values,
+    summary_metrics,
+    sweep_metrics,
+    with_stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,75 +186,19 @@ def resolve_mode(cfg: TrackingConfig) -> tuple[str, str]:
     return "online", f"key from {source}; {url} answered"
 
 
-# ---------------------------------------------------------------- what is logged
+# ---------------------------------------------------------------- where a run goes
 
-def _name(x) -> str:
-    return str(x).replace("/", "_")
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+DEFAULT_PROJECT = "persona-bench"
 
 
-def summary_metrics(summary: dict) -> dict:
-    """Flat W&B summary keys from a runner summary: accuracy/..., delta_vs_control/..., throughput/...,
-    and for generated answers generation/... (parsed accuracy, parse failures, the logit answer)."""
-    acc = summary.get("accuracy") or {}
-    delta = summary.get("delta_vs_control") or {}
-    out = {"accuracy/control": acc.get("control"), "accuracy/persona_mean": acc.get("persona_mean"),
-           "delta_vs_control/persona_mean": delta.get("persona_mean")}
-    for group in ("template", "category", "gender"):
-        for name, v in (acc.get(group) or {}).items():
-            out[f"accuracy/{group}/{_name(name)}"] = v
-        for name, v in (delta.get(group) or {}).items():
-            out[f"delta_vs_control/{group}/{_name(name)}"] = v
-    for k, v in (summary.get("throughput") or {}).items():
-        out[f"throughput/{_name(k)}"] = v
-    for k in ("n_prompts", "n_questions", "n_roles", "pred_top_share"):
-        out[k] = summary.get(k)
-    gen = summary.get("generation") or {}  # scoring=generate: parsed accuracy, failures, logits on the same prompts
-    for k, v in (gen.get("parsed_accuracy") or {}).items():
-        out[f"generation/parsed_accuracy/{_name(k)}"] = v
-    failures = gen.get("parse_failure_rate") or {}
-    for k in ("all", "control", "persona"):
-        out[f"generation/parse_failure_rate/{k}"] = failures.get(k)
-    for name, v in (failures.get("template") or {}).items():
-        out[f"generation/parse_failure_rate/template/{_name(name)}"] = v
-    logit = gen.get("logit") or {}
-    for k, v in (logit.get("accuracy") or {}).items():
-        out[f"generation/logit_accuracy/{_name(k)}"] = v
-    out["generation/logit_agreement"] = logit.get("agreement")
-    return {k: v for k, v in out.items() if _number(v)}
-
-
-PER_ROLE_COLUMNS = ["role", "template", "category", "gender", "domain", "interpersonal", "n", "accuracy",
-                    "delta_vs_control"]
-
-
-def _py(v):
-    """A plain Python value for a W&B table cell (numpy scalars and NaN/NA become float/None)."""
-    if v is None or (not isinstance(v, str) and pd.isna(v)):
-        return None
-    return v.item() if hasattr(v, "item") else v
-
-
-def per_role_rows(pred: pd.DataFrame) -> list[list]:
-    """One row per (role, template): attributes, n, accuracy, and accuracy minus the control's on the same questions."""
-    control = pred[pred["template"] == CONTROL].groupby("question_id")["correct"].mean()
-    persona = pred[pred["template"] != CONTROL]
-    rows = []
-    for (role, template), g in persona.groupby(["role", "template"], sort=True):
-        first = g.iloc[0]
-        same = g[g["question_id"].isin(control.index)]
-        delta = (float(same["correct"].mean()) - float(control.loc[same["question_id"]].mean())) if len(same) else None
-        rows.append([role, template, first.get("role_category"), first.get("gender"), first.get("domain"),
-                     first.get("interpersonal"), int(len(g)), float(g["correct"].mean()), delta])
-    return [[_py(v) for v in r] for r in rows]
-
-
-def artifact_name(run_name: str) -> str:
-    """W&B artifact names allow letters, digits, '-', '_' and '.' (at most 128 characters)."""
-    return ("predictions-" + re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip("-."))[:128]
+def run_target(cfg: TrackingConfig, group: str | None = None, environ=None) -> dict:
+    """project, entity and group of a W&B run. Each is the config's value when it sets one (tracking.project,
+    tracking.entity, tracking.group), else the environment's (WANDB_PROJECT, WANDB_ENTITY, WANDB_RUN_GROUP),
+    else the default: project persona-bench, the API key's default entity, group `group` (the sweep's name)."""
+    env = os.environ if environ is None else environ
+    return {"project": cfg.project or env.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            "entity": cfg.entity or env.get("WANDB_ENTITY") or None,
+            "group": cfg.group or env.get("WANDB_RUN_GROUP") or group or None}
 
 
 # ---------------------------------------------------------------- trackers
@@ -246,11 +208,17 @@ class Tracker:
 
     mode = "none"
 
-    def start(self, config: dict, out_dir: Path, run_name: str, group: str, tags: list[str],
+    def start(self, config: dict, out_dir: Path, run_name: str, group: str | None, tags: list[str],
               job_type: str | None = None) -> None:
         pass
 
     def log_results(self, summary: dict, predictions: pd.DataFrame, out_dir: Path) -> None:
+        pass
+
+    def log_report(self, report_dir: Path, figures: dict[str, Path]) -> None:
+        pass
+
+    def log_sweep_report(self, report_dir: Path, figures: dict[str, Path]) -> None:
         pass
 
     def log_figures(self, figures: dict[str, Path]) -> None:
@@ -267,6 +235,7 @@ class WandbTracker(Tracker):
         self.cfg = cfg
         self.run = None
         self.mode = "off"
+        self.per_role: list[list] | None = None  # the per-role rows, logged once: with the report's statistics or at finish
 
     def _off(self, what: str, e: BaseException) -> None:
         """One warning; later log calls do nothing; finish() still closes a started run."""
@@ -294,8 +263,10 @@ class WandbTracker(Tracker):
             run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
             id_file.write_text(run_id + "\n")
         mode, reason = resolve_mode(self.cfg)
+        target = run_target(self.cfg, group)
         kwargs = dict(
-            project=self.cfg.project, entity=self.cfg.entity, group=str(group)[:128] if group else None,
+            project=target["project"], entity=target["entity"],
+            group=str(target["group"])[:128] if target["group"] else None,
             job_type=job_type or self.cfg.job_type, name=run_name,
             tags=list(dict.fromkeys(str(t)[:64] for t in tags if str(t))), config=redact(config),
             dir=str(out_dir), id=run_id, reinit="finish_previous",
@@ -304,8 +275,8 @@ class WandbTracker(Tracker):
             kwargs["resume"] = "allow"
 
         def init(m: str):
-            # quiet: wandb otherwise queries the server for the user's name outside init_timeout (~10 s
-            # when the host refuses); console off: stdout stays the job's own (multirun jobs share a process).
+            # quiet: wandb otherwise queries the server for the user's name outside init_timeout (~10 s when the
+            # host refuses); console off: stdout stays the job's own (multirun jobs share a process).
             settings = wandb.Settings(init_timeout=self.cfg.init_timeout_s, quiet=True, console="off")
             with _redacted_argv():
                 return wandb.init(mode=m, settings=settings, **kwargs)
@@ -330,27 +301,78 @@ class WandbTracker(Tracker):
         else:
             log.info("W&B %s: %s", mode, reason)
 
+    def _artifact(self, kind: str, files: list[Path], metadata: dict) -> None:
+        import wandb
+
+        files = [p for p in files if p.exists()]
+        if not (self.cfg.log_artifact and files):
+            return
+        art = wandb.Artifact(artifact_name(self.run.name or self.run.id, kind), type=kind, metadata=redact(metadata))
+        for p in files:
+            art.add_file(str(p), policy="immutable")  # written once, atomically: no staging copy
+        self.run.log_artifact(art)
+
     def log_results(self, summary, predictions, out_dir) -> None:
+        """Summary keys, the resolved values into the config, predictions and summary as an artifact; the
+        per-role table waits for the report's statistics (log_report) or the end of the job (finish)."""
         if not self.logging:
             return
         try:
-            import wandb
-
             out_dir = Path(out_dir)
-            table = wandb.Table(columns=PER_ROLE_COLUMNS, data=per_role_rows(predictions))
-            self.run.log({"per_role": table})
+            self.per_role = per_role_rows(predictions)
             self.run.summary.update(summary_metrics(summary))
-            if summary.get("ran"):  # what the model ran as (resolved dtype, revision, ...): the config says `auto`
-                self.run.config.update({"ran": summary["ran"]}, allow_val_change=True)
-            files = [p for p in (out_dir / PREDICTIONS, out_dir / SUMMARY) if p.exists()]
-            if self.cfg.log_artifact and files:
-                art = wandb.Artifact(artifact_name(self.run.name or self.run.id), type="predictions",
-                                     metadata=redact({"out_dir": str(out_dir)}))
-                for p in files:
-                    art.add_file(str(p), policy="immutable")  # written once, atomically: no staging copy
-                self.run.log_artifact(art)
+            # what the job ran as (resolved dtype, scoring, placement, revision, ...) where the config says `auto`
+            resolved = {**dict(self.run.config.get("resolved") or {}), **resolved_values(summary)}
+            self.run.config.update(redact({"resolved": resolved}), allow_val_change=True)
+            self._artifact("predictions", [out_dir / PREDICTIONS, out_dir / SUMMARY], {"out_dir": str(out_dir)})
         except Exception as e:
             self._off("log_results", e)
+
+    def _log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        import wandb
+
+        self.run.log({key: wandb.Table(columns=columns, data=rows)})
+
+    def _log_report_files(self, report_dir: Path, figures: dict) -> dict:
+        """report.html as an HTML panel (`report`), the figures as images, report.json and report.html as an
+        artifact of type `report`; returns report.json's content."""
+        import wandb
+
+        html = report_dir / REPORT_HTML
+        if html.exists():
+            self.run.log({"report": wandb.Html(html.read_text(encoding="utf-8"), inject=False)})
+        self.log_figures(figures)
+        self._artifact("report", [report_dir / REPORT_JSON, html], {"report_dir": str(report_dir)})
+        return json.loads((report_dir / REPORT_JSON).read_text())
+
+    def log_report(self, report_dir, figures) -> None:
+        """A job's report: the files (_log_report_files), its statistics as summary keys (logged.report_metrics)
+        and the per-role table with the statistics as extra columns (logged.with_stats)."""
+        if not self.logging:
+            return
+        try:
+            doc = self._log_report_files(Path(report_dir), figures)
+            analysis = next(iter((doc.get("per_model") or {}).values()), {})
+            self.run.summary.update(report_metrics(analysis))
+            if self.per_role is not None:
+                rows, self.per_role = self.per_role, None
+                self._log_table("per_role", *with_stats(rows, analysis.get("persona_effects") or []))
+        except Exception as e:
+            self._off("log_report", e)
+
+    def log_sweep_report(self, report_dir, figures) -> None:
+        """A sweep's cross-run report: the files (_log_report_files), each model's merged accuracies and
+        differences as <model>/... summary keys (logged.sweep_metrics), and the cross-model tables
+        (logged.report_tables)."""
+        if not self.logging:
+            return
+        try:
+            doc = self._log_report_files(Path(report_dir), figures)
+            self.run.summary.update(sweep_metrics(doc))
+            for key, (columns, rows) in report_tables(doc).items():
+                self._log_table(key, columns, rows)
+        except Exception as e:
+            self._off("log_sweep_report", e)
 
     def log_figures(self, figures) -> None:
         if not self.logging:  # needs pillow (wandb.Image opens the file)
@@ -358,7 +380,7 @@ class WandbTracker(Tracker):
         try:
             import wandb
 
-            self.run.log({f"figures/{_name(k)}": wandb.Image(str(p)) for k, p in figures.items() if Path(p).exists()})
+            self.run.log({f"figures/{key_part(k)}": wandb.Image(str(p)) for k, p in figures.items() if Path(p).exists()})
         except Exception as e:
             self._off("log_figures", e)
 
@@ -366,6 +388,14 @@ class WandbTracker(Tracker):
         run, self.run = self.run, None
         if run is None:
             return
+        try:
+            if self.per_role is not None and self.mode in ("online", "offline"):  # no report: the table without statistics
+                import wandb
+
+                run.log({"per_role": wandb.Table(columns=PER_ROLE_COLUMNS, data=self.per_role)})
+        except Exception as e:
+            log.warning("W&B per_role table failed (%s: %s)", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        self.per_role = None
         try:
             run.finish(exit_code=0 if ok else 1)
         except Exception as e:
