@@ -321,9 +321,9 @@ def check_generate(ctx, size: str) -> dict:
         except Exception as e:
             if not is_out_of_memory(e) or budget <= 1024:
                 raise
-            free_memory()
-            budget //= 2  # as run.batching does on out-of-memory
-            fig["oom_halvings"] += 1
+        free_memory()  # outside the except block: its traceback no longer holds the failed batch's tensors
+        budget //= 2  # as run.batching does on out-of-memory
+        fig["oom_halvings"] += 1
     steps = new - 1  # decode steps beyond the first token
     kv_bytes = sum(len(b) * kv_per_token * (max(len(reqs[i].prompt_ids) for i in b) + s)
                    for b in batches for s in range(1, new))

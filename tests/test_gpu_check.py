@@ -104,10 +104,23 @@ def test_gpu_specs_and_result_file_names():
     assert gc.out_path("x.json", {"gpu": "NVIDIA H200"}) == Path("x.json")
 
 
-def test_small_flow_scores_generates_and_compares_dtypes_with_paper_lengths(tmp_path, capsys):
-    """The real-shape steps with two-layer stand-ins on the CPU: every figure the GPU run reports is there."""
+def test_small_flow_scores_generates_and_compares_dtypes_with_paper_lengths(tmp_path, capsys, monkeypatch):
+    """The real-shape steps with two-layer stand-ins on the CPU: every figure the GPU run reports is there;
+    an out-of-memory error in generation halves the batch budget and the step goes on."""
     gc = load_script()
     import gpu_scale
+
+    from persona_bench.backends.hf import HFBackend
+
+    real_generate, calls = HFBackend.generate, []
+
+    def generate_oom_once(self, requests, settings):
+        calls.append(len(requests))
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (planted)")
+        return real_generate(self, requests, settings)
+
+    monkeypatch.setattr(HFBackend, "generate", generate_oom_once)
 
     steps = ["score_7b", "generate_7b", "agree_7b"]
     rc = run_main(gc, ["--device", "cpu", "--small", "--checks", ",".join(steps), "--budgets", "4096,512",
@@ -131,6 +144,7 @@ def test_small_flow_scores_generates_and_compares_dtypes_with_paper_lengths(tmp_
     gen = report["checks"]["generate_7b"]["figures"]
     n, new = gen["prompts"], gen["max_new_tokens"]
     assert (n, new) == (gpu_scale.SIZES["small"][2], 8) and gen["new_tokens"] == n * new
+    assert gen["oom_halvings"] == 1 and gen["batch_budget_used"] == gen["batch_budget"] // 2 and len(calls) > 1
     assert gen["tokens_per_s"] > 0 and gen["decode_tokens_per_s"] > 0 and gen["decode_bytes"] > gen["decode_weight_bytes"]
     assert gen["fraction_of_bandwidth"] is None if "fraction_of_bandwidth" in gen else gen["bandwidth_tbps"] is None
     agree = report["checks"]["agree_7b"]["figures"]
