@@ -29,12 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from persona_bench.config import ConfigError, UserError, register
+from persona_bench.models.hub import register_resolvers
 
 # Hydra prints what fails outside the job (composing, making the run directory, its callbacks) and exits 1;
 # with HYDRA_FULL_ERROR=1 it raises it instead, and exit_code() below reports it (config errors: exit 2).
 FULL_ERROR = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for tracebacks
 os.environ["HYDRA_FULL_ERROR"] = "1"
 register()
+register_resolvers()  # ${hf:...} in conf/model/hf.yaml: values from the model's own config.json
 log = logging.getLogger("persona_bench")
 _job_error: list[BaseException] = []  # the exception a single run's job raised (a failure: exit 1)
 
