@@ -215,6 +215,8 @@ CASES = [
     case("model-path-a-hub-id", "model.path=google/gemma-3-270m", 2,
          ("model.path='google/gemma-3-270m' is a Hugging Face hub id", "python run.py model=hf "
           "model.path=google/gemma-3-270m"), absent_text=["pip install"]),
+    case("hf-without-path", "model=hf", 2,  # raised in the ${hf:...} resolver: one line, without OmegaConf's full_key
+         "model=hf needs model.path: a hub id (ORG/NAME", SUB, absent_text=["full_key", "Traceback"]),
     case("model-path-a-hub-id-dry-run", "model.path=Qwen/Qwen2.5-0.5B-Instruct dry_run=true", 2,
          "model.path='Qwen/Qwen2.5-0.5B-Instruct' is a Hugging Face hub id", absent_text=["pip install"]),
     case("quantize-gguf", "model.quantization=4bit", 2,

@@ -126,21 +126,28 @@ def test_run_folder_is_named_from_the_id(served):
     assert hub.safe_name("/data/my models/fine tune v2/") == "fine_tune_v2"
 
 
+def user_error(overrides: list[str]) -> str:
+    """The message of the UserError that composing `overrides` raises (OmegaConf wraps a resolver's error)."""
+    with pytest.raises(Exception) as e:
+        compose_cfg(overrides)
+    cause = e.value
+    while cause is not None and not isinstance(cause, UserError):
+        cause = cause.__cause__ or cause.__context__
+    assert cause is not None, e.value
+    return str(cause)
+
+
 def test_an_id_that_cannot_be_read_is_one_clear_line(monkeypatch):
     def offline(repo, filename, **kw):
         raise LocalEntryNotFoundError("cannot reach huggingface.co")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(Exception) as e:
-        compose_cfg(["model=hf", "model.path=nobody/no-such-model"])
-    cause = e.value
-    while cause is not None and not isinstance(cause, UserError):  # OmegaConf wraps a resolver's error
-        cause = cause.__cause__ or cause.__context__
-    message = str(cause)
+    message = user_error(["model=hf", "model.path=nobody/no-such-model"])
     assert "\n" not in message and message.startswith("model.path='nobody/no-such-model' (revision main)")
     for hint in ("network", "HF_TOKEN", "spelling", "local directory"):
         assert hint in message
     assert "pip install" not in message
+    assert user_error(["model=hf"]).startswith("model=hf needs model.path: a hub id (ORG/NAME")
 
 
 def test_help_is_one_page_and_hydra_help_still_works():

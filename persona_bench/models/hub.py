@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from persona_bench.config.errors import Unavailable
+from persona_bench.config.errors import ConfigError, Unavailable
 from persona_bench.inputs.prompts import adds_default_system, resolve_placement
 
 # model_type values whose MLP has two matrices (up, down), not three (gate, up, down)
@@ -196,7 +196,13 @@ def _seq2seq_counts(c: dict, vocab: int, tied: bool) -> Optional[tuple[int, int]
 
 def resolve(key: str, model: Any) -> Any:
     """The value of model.<key> for `${hf:key}` (`model`: the model node, with path and revision)."""
-    path, revision = str(model.path), str(model.revision)
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        path, revision = str(model.path), str(model.revision)
+    except MissingMandatoryValue:
+        raise ConfigError("model=hf needs model.path: a hub id (ORG/NAME, e.g. model.path=Qwen/Qwen2.5-0.5B-Instruct) "
+                          "or a directory written by save_pretrained") from None
     if key == "name":
         return safe_name(path)
     if key == "source":
