@@ -66,13 +66,14 @@ def _missing_file(e: Exception) -> bool:
     return isinstance(e, RemoteEntryNotFoundError) and not isinstance(e, LocalEntryNotFoundError)
 
 
-def unreachable(path: str, revision: str, e: Exception) -> Unavailable:
+def unreachable(path: str, revision: str, e: Exception, filename: str = "config.json") -> Unavailable:
     """The one-line error for a model id that cannot be read."""
     kind = type(e).__name__
     why = {"RepositoryNotFoundError": "no such repository (or it is private)", "GatedRepoError": "a gated model",
            "RevisionNotFoundError": f"no revision {revision!r}",
-           "LocalEntryNotFoundError": "not in the local cache, and the hub did not answer"}.get(kind, kind)
-    return Unavailable(f"model.path={path!r} (revision {revision}): its config.json cannot be read ({why}); check the "
+           "LocalEntryNotFoundError": "not in the local cache, and the hub did not answer",
+           "HFValidationError": "neither an existing directory nor a hub id"}.get(kind, kind)
+    return Unavailable(f"model.path={path!r} (revision {revision}): its {filename} cannot be read ({why}); check the "
                        "network (is huggingface.co reachable?), HF_TOKEN in the environment for a gated model, the "
                        "id's spelling (ORG/NAME as on huggingface.co), or give a local directory written by "
                        "save_pretrained")
@@ -88,7 +89,8 @@ def read_file(path: str, revision: str, filename: str, required: bool = True) ->
                 f = Path(str(path)).expanduser() / filename
                 if not f.is_file() and required:
                     raise Unavailable(f"model.path={path!r} has no {filename}: not a directory written by "
-                                      "save_pretrained (for a GGUF file there, use model.source=local model.gguf_file=...)")
+                                      "save_pretrained (for a GGUF file there: model.gguf_file=NAME, and model.arch, "
+                                      "model.params_b and model.non_embedding_params_b, which config.json would give)")
                 _files[key] = f.read_text() if f.is_file() else None
             else:
                 try:
@@ -97,7 +99,7 @@ def read_file(path: str, revision: str, filename: str, required: bool = True) ->
                     if not required and _missing_file(e):
                         _files[key] = None
                     else:
-                        raise unreachable(path, revision, e) from None
+                        raise unreachable(path, revision, e, filename) from None
         except Unavailable as e:
             _files[key] = e
     got = _files[key]
