@@ -26,15 +26,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 from persona_bench.config import ConfigError, UserError, register
+from persona_bench.models.hub import register_resolvers
 
 # Hydra prints what fails outside the job (composing, making the run directory, its callbacks) and exits 1;
 # with HYDRA_FULL_ERROR=1 it raises it instead, and exit_code() below reports it (config errors: exit 2).
 FULL_ERROR = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user asked for tracebacks
 os.environ["HYDRA_FULL_ERROR"] = "1"
 register()
+register_resolvers()  # ${hf:...} in conf/model/hf.yaml: values from the model's own config.json
 log = logging.getLogger("persona_bench")
 _job_error: list[BaseException] = []  # the exception a single run's job raised (a failure: exit 1)
 
@@ -53,6 +55,11 @@ def main(cfg: DictConfig) -> float | None:
         except MissingMandatoryValue as e:
             raise ConfigError(f"{e.full_key} is required and has no value (??? in its config file); "
                               f"set it, e.g. {e.full_key}=...") from None
+        except InterpolationResolutionError as e:  # a resolver's UserError (${hf:...}: the model's config.json)
+            user = user_error(e)
+            if user is None:
+                raise
+            raise UserError(user) from None
         summary = run(typed)
     except Interrupted as e:
         sys.exit(128 + e.signum)
@@ -75,6 +82,15 @@ def main(cfg: DictConfig) -> float | None:
     return summary.get("accuracy", {}).get("persona_mean")
 
 
+def user_error(e: BaseException) -> str | None:
+    """The message of the UserError behind `e` (one raised inside a resolver arrives wrapped by OmegaConf), without
+    the lines OmegaConf adds to it (full_key: ...); None when there is none."""
+    cause = e
+    while cause is not None and not isinstance(cause, UserError):
+        cause = cause.__cause__ or cause.__context__
+    return None if cause is None else str(cause).split("\n    full_key:")[0]
+
+
 def exit_code(e: Exception) -> int:
     """Report an exception Hydra raised (see FULL_ERROR) and return the exit code: 2 with one message for a
     persona_bench UserError (e.g. the ${config_id:} resolver refusing a sweep job's model.name) or what Hydra
@@ -84,9 +100,7 @@ def exit_code(e: Exception) -> int:
         return 1
     if FULL_ERROR:
         traceback.print_exception(e)
-    cause, user = e, None
-    while cause is not None and user is None:  # a UserError raised inside a resolver arrives wrapped
-        user, cause = (cause if isinstance(cause, UserError) else None), cause.__cause__ or cause.__context__
+    user = user_error(e)
     if user is not None:
         print(f"error: {user}", file=sys.stderr)
     else:  # as Hydra prints it: its message, and the OmegaConf error behind it

@@ -218,10 +218,12 @@ def _demo_items(method: str, per_subject: int, n: int, seed: int):
     from omegaconf import OmegaConf
 
     from persona_bench.config import default_cache_dir, register
+    from persona_bench.models.hub import register_resolvers
     from persona_bench.models.loading import model_dir
     from persona_bench.run.setup import setup
 
     register()
+    register_resolvers()  # ${hf:...}: model=hf
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         dcfg = compose("config", overrides=["output_dir=/tmp/lm_eval_compare", "progress=false", "tracking=none",

@@ -57,8 +57,10 @@ def compose(overrides: list[str]):
     from omegaconf import OmegaConf
 
     from persona_bench.config import register
+    from persona_bench.models.hub import register_resolvers
 
     register()
+    register_resolvers()  # ${hf:...}: model=hf
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         dcfg = hydra_compose("config", overrides=["output_dir=/tmp/persona-bench-throughput", "progress=false",
                                                   "tracking=none", *overrides])

@@ -11,12 +11,14 @@ from omegaconf import OmegaConf
 
 from persona_bench.config import register
 from persona_bench.config.schema import Config
+from persona_bench.models.hub import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED = ROOT.parent / "shared" / "paper-data"
 
 register()
+register_resolvers()
 
 
 def compose_cfg(overrides: list[str] = (), out: str = "/tmp/persona-bench-test") -> Config:

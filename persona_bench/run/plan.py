@@ -21,6 +21,7 @@ import pandas as pd
 
 from persona_bench.analysis import power
 from persona_bench.inputs.prompts import question_body, resolve_format, study_prompt
+from persona_bench.models import hub
 from persona_bench.models.cost import bytes_per_param, matmul_tflops
 from persona_bench.models.devices import resolve_device, resolve_dtype
 from persona_bench.run.job import Job
@@ -28,6 +29,7 @@ from persona_bench.run.job import Job
 CHARS_PER_TOKEN = 4.0
 UTILISATION = 0.5
 H100_BF16_TFLOPS = 700.0  # dense bf16 rate one H100 SXM sustains on large matmuls
+UNDECIDED = "decided when the tokenizer loads (see the run's log)"  # placement, where the plan reads no tokenizer file
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Plan:
     matmul_tflops: float
     est_hours: float
     est_hours_h100: float
+    params_b: float = 0.0  # parameters (billions) the estimates use: the preset's, or counted from config.json (model=hf)
+    chat_template: str = UNDECIDED  # where the persona goes (models.hub.chat_template)
     discordance: float = power.DEFAULT_DISCORDANCE  # share of questions on which a persona and the control disagree
     discordance_source: str = "default"  # the predictions file it was measured on, or "default"
     mde_persona: float = float("inf")  # smallest persona-vs-control difference detected with 80% power
@@ -62,10 +66,16 @@ class Plan:
             f"[plan] {self.model} ({self.path}): {self.questions:,} questions in {self.subjects} subjects x "
             f"{self.personas} personas ({self.roles} roles; templates {', '.join(self.templates)}) = "
             f"{self.prompts:,} prompts, ~{self.est_tokens / 1e6:,.1f}M tokens; weights ~{self.weight_gib:,.1f} GiB "
-            f"({self.dtype}, quantization {self.quantization}); on {self.device} "
+            f"({self.size()}, {self.dtype}, quantization {self.quantization}); on {self.device} "
             f"({self.matmul_tflops:,.2f} TFLOP/s measured) ~{self.est_hours:,.1f} h, on one H100 ~{self.est_hours_h100:,.2f} h"
+            + f"\n  persona placement: {self.chat_template}"
             + self.render_power()
         )
+
+    def size(self) -> str:
+        if not self.params_b:
+            return "size unknown: set model.params_b and model.non_embedding_params_b (billions)"
+        return f"{self.params_b * 1000:,.0f}M parameters" if self.params_b < 1 else f"{self.params_b:,.2f}B parameters"
 
     def render_power(self) -> str:
         """The power lines of the plan (below its first line)."""
@@ -121,8 +131,20 @@ def make_plan(job: Job) -> Plan:
         matmul_tflops=round(tflops, 3),
         est_hours=round(flops / (tflops * 1e12 * UTILISATION) / 3600, 2),
         est_hours_h100=round(flops / (H100_BF16_TFLOPS * 1e12 * UTILISATION) / 3600, 3),
+        params_b=m.params_b,
+        chat_template=placement_words(m),
         **power_plan(job),
     )
+
+
+def placement_words(m) -> str:
+    """Where the persona will go, from the chat template in the model's tokenizer files, where this process has
+    read its config.json (model=hf, a local directory): no request is made for a preset's model."""
+    if m.source == "pypi_gguf" or m.gguf_file or not hub.was_read(m.path, m.revision):
+        return UNDECIDED
+    if m.placement != "auto":
+        return f"{m.placement} (model.placement)"
+    return hub.chat_template(m.path, m.revision)
 
 
 def prior_runs(job: Job) -> list[Path]:
