@@ -10,8 +10,8 @@ arithmetic on the logits.
   cloze     the prompt in one forward pass, then each option's tokens continue from a copy of the
             model's own KV cache of it (as generation continues a prompt), the option tokens'
             log-probabilities over the whole vocabulary summed; the same numbers as one pass over
-            prompt + option per option (lm-evaluation-harness's loglikelihood) in a third to a
-            quarter of the FLOPs (seq2seq: encoder and decoder per option)
+            prompt + option per option (lm-evaluation-harness's loglikelihood), the prompt encoded
+            once instead of once per option (seq2seq: encoder and decoder per option)
   generate  the labels' logit answer on the same prompt (letter after the label prefix); the generated
             text is not checked
 
