@@ -11,7 +11,7 @@ from persona_bench.models.cost import (
     layer_shapes,
     shape_ceiling,
 )
-from persona_bench.models.fastpath import fuse_norms
+from persona_bench.models.fastpath import fuse_norms, inplace_mlp
 
 
 def _logits(model, ids):
@@ -52,6 +52,27 @@ def test_fused_norms_leave_logits_unchanged(tiny_model_dir, arch):
     assert n == len(norms) > 0
     assert all("forward" in vars(m) for m in norms)  # each module has its fused forward
     torch.testing.assert_close(_logits(model, ids), before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gemma3_fast_forward_is_bit_identical(dtype):
+    """Gemma's fused norms and in-place MLP activation do transformers' own operations in the same order:
+    the logits are bit for bit the same in bf16 (the CPU's fast dtype) and fp32."""
+    model = _tiny_gemma3().to(dtype)
+    ids = torch.randint(3, 250, (3, 17), generator=torch.Generator().manual_seed(2))
+    before = _logits(model, ids)
+    mlps = [m for m in model.modules() if type(m).__name__ == "Gemma3MLP"]
+    assert fuse_norms(model) > 0 and inplace_mlp(model) == len(mlps) > 0
+    assert all("forward" in vars(m) for m in mlps)
+    assert torch.equal(_logits(model, ids), before)
+
+
+def test_an_mlp_with_another_activation_keeps_its_own_forward():
+    model = _tiny_gemma3()
+    for m in model.modules():
+        if type(m).__name__ == "Gemma3MLP":
+            m.act_fn = torch.nn.SiLU()
+    assert inplace_mlp(model) == 0 and not any("forward" in vars(m) for m in model.modules() if type(m).__name__ == "Gemma3MLP")
 
 
 def test_a_norm_that_does_not_match_keeps_its_own_forward():

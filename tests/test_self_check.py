@@ -166,3 +166,21 @@ def test_the_report_shows_the_noise_floor(tmp_path):
     assert "Numerical noise floor" in page and "the same answer on 100.0%" in page
     doc = json.loads((tmp_path / "report" / "report.json").read_text())
     assert doc["meta"]["runs"][0]["self_check"]["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("window", [4, 64])
+def test_the_cloze_reference_equals_one_pass_per_option(window):
+    """The reference encodes the prompt once and continues each option from a copy of the model's own KV
+    cache: the same log-likelihoods as one plain forward pass over prompt + option per option (fp32),
+    also where Gemma 3's sliding-window layers see fewer positions than prompt + option has."""
+    from test_scoring import _random_requests, _tiny_gemma3
+
+    from persona_bench.scoring.reference import reference_one
+
+    model = _tiny_gemma3(window)
+    for r in _random_requests(6, seed=3):
+        got = reference_one(model, r, "causal", "cloze", "sum").logprob_sum
+        with torch.inference_mode():
+            want = [torch.log_softmax(model(input_ids=torch.tensor([r.prompt_ids + o[:-1]])).logits[0, -len(o):].float(), -1)
+                    .gather(1, torch.tensor(o).unsqueeze(1)).sum().item() for o in r.option_ids]
+        assert got == pytest.approx(want, abs=1e-4, rel=1e-5)

@@ -35,7 +35,7 @@ import torch
 from persona_bench.config.errors import ConfigError, Unavailable, UserError
 from persona_bench.config.schema import ModelConfig, default_cache_dir
 from persona_bench.models.devices import TORCH_DTYPES, resolve_device, resolve_dtype
-from persona_bench.models.fastpath import contiguous_head, fuse_norms
+from persona_bench.models.fastpath import contiguous_head, fuse_norms, inplace_mlp
 from persona_bench.models.quantization import check_quantized, logical_numel, quantization_stats
 
 log = logging.getLogger(__name__)
@@ -335,6 +335,7 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
     quant_stats = quantization_stats(model)  # what bitsandbytes did, counted (models/quantization.py)
     check_quantized(cfg, quant_stats)
     fused = fuse_norms(model)
+    inplace_mlp(model)
     contiguous_head(model)
     total, non_emb = count_params(model)
     info = {

@@ -1,6 +1,6 @@
 """The numerical self-check of every run: a seeded sample of its prompts scored again on the backend's
 reference path (backends.base.Backend.reference: fp32 where memory allows, batch 1, no padding, no
-packing, no KV-cache reuse), while the model is still loaded, and compared with the run's own results.
+packing, no cache rows shared between options), while the model is still loaded, and compared with the run's own results.
 
     check = self_check(job, backend, items, results)     # summary.json's "self_check"; None when off
 

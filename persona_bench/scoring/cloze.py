@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from persona_bench.scoring.logits import head_logits, left_pad, right_pad, text_config
+from persona_bench.scoring.logits import cache_keyword, head_logits, kv_cache_of, left_pad, right_pad, text_config
 from persona_bench.scoring.requests import Request, Result, softmax
 
 log = logging.getLogger(__name__)
@@ -32,20 +32,6 @@ def _cache_rows(cache, snapshot, rows: torch.Tensor) -> None:
         layer.keys, layer.values = keys[rows], values[rows]
         if seen is not None:
             layer.cumulative_length = seen
-
-
-def _cache_of(out):
-    """The KV cache a forward pass returned: `cache` since transformers 5.2x, `past_key_values` before
-    (vLLM 0.33's environment pins transformers 5.19, requirements-vllm.txt)."""
-    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-
-
-@functools.lru_cache(maxsize=None)
-def _cache_keyword(cls) -> str:
-    """The forward keyword of a model class that takes a KV cache in this transformers version."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def option_groups(lengths: list[int], budget: int) -> list[list[int]]:
@@ -198,7 +184,7 @@ def _cloze_cached(model, requests: list[Request], pad_id: int, budget: int = 409
     out_rows = [[(k, j) for j in range(len(r.option_ids))] for k, r in enumerate(requests)]
     targets = [[o[0] for o in r.option_ids] for r in requests]
     # ... the rest continue from the prompt's cache, in groups of option rows of similar length.
-    cache = _cache_of(out)
+    cache = kv_cache_of(out)
     snapshot = [(layer.keys, layer.values, getattr(layer, "cumulative_length", None)) for layer in cache.layers]
     rest = [requests[k].option_ids[j][:-1] for k, j in pairs]  # inputs whose successors are scored
     real = mask.sum(-1)
@@ -209,7 +195,7 @@ def _cloze_cached(model, requests: list[Request], pad_id: int, budget: int = 409
         cpos = real[prompt_rows].unsqueeze(1) + torch.arange(cids.shape[1], device=dev).unsqueeze(0)
         full_mask = torch.cat([mask[prompt_rows], cmask], dim=1)
         h = model.base_model(input_ids=cids, attention_mask=full_mask, position_ids=cpos, use_cache=True,
-                             **{_cache_keyword(type(model.base_model)): cache}).last_hidden_state
+                             **{cache_keyword(type(model.base_model)): cache}).last_hidden_state
         rows, cols = cmask.nonzero(as_tuple=True)  # only real positions reach the output layer
         hidden.append(h[rows, cols])
         for r, c in zip(rows.tolist(), cols.tolist()):

@@ -6,6 +6,8 @@ continuations and packed rows are right-padded and masked."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Optional
 
 import torch
@@ -34,6 +36,18 @@ def right_pad(seqs: list[list[int]], pad_id: int, device, width: Optional[int] =
             ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
             mask[i, : len(s)] = 1
     return ids.to(device), mask.to(device)
+
+
+def kv_cache_of(out):
+    """The KV cache a forward pass returned: `cache` since transformers 5.2x, `past_key_values` before
+    (vLLM 0.33's environment pins transformers 5.19, requirements-vllm.txt)."""
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+@functools.lru_cache(maxsize=None)
+def cache_keyword(cls) -> str:
+    """The forward keyword of a model class that takes a KV cache in this transformers version."""
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def text_config(model):

@@ -1,14 +1,17 @@
 """Reference scoring for the numerical self-check: the plainest path there is, one prompt at a time.
 
-Batch size 1, no padding, no packing, no KV-cache reuse, none of the run's fast paths (head_logits,
-packed cloze rows, fused norms): the model's own forward pass and its own output layer, then fp32
+Batch size 1, no padding, no packing, none of the run's fast paths (head_logits, packed cloze rows,
+regrouped cache rows, fused norms): the model's own forward pass and its own output layer, then fp32
 arithmetic on the logits.
 
   letter    model(prompt).logits at the last position, log-softmax over the whole vocabulary; the
             labels' logits, their softmax and vocabulary mass (a seq2seq model: encoder and the first
             decoder step)
-  cloze     one forward pass over prompt + option per option, the option tokens' log-probabilities
-            summed, as lm-evaluation-harness's loglikelihood does (seq2seq: encoder and decoder per option)
+  cloze     the prompt in one forward pass, then each option's tokens continue from a copy of the
+            model's own KV cache of it (as generation continues a prompt), the option tokens'
+            log-probabilities over the whole vocabulary summed; the same numbers as one pass over
+            prompt + option per option (lm-evaluation-harness's loglikelihood), the prompt encoded
+            once instead of once per option (seq2seq: encoder and decoder per option)
   generate  the labels' logit answer on the same prompt (letter after the label prefix); the generated
             text is not checked
 
@@ -17,6 +20,7 @@ the largest absolute difference of the options' probabilities (Result.probs)."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from persona_bench.scoring.cloze import cloze_result
+from persona_bench.scoring.logits import cache_keyword, kv_cache_of
 from persona_bench.scoring.requests import Request, Result, softmax
 
 
@@ -79,15 +84,33 @@ def reference_one(model, r: Request, arch: str, method: str, cloze_by: str = "me
         if arch == "seq2seq":
             return _letter(_seq2seq_logits(model, r.prompt_ids, prefix)[-1], r.label_ids)
         return _letter(_causal_logits(model, r.prompt_ids + prefix, 1)[-1], r.label_ids)
-    sums = []
-    for o in r.option_ids:
-        if not o:
-            sums.append(0.0)
-        elif arch == "seq2seq":
-            sums.append(_option_logprob(_seq2seq_logits(model, r.prompt_ids, o[:-1]), o))
-        else:  # the prompt and the option but its last token; the last len(o) positions predict the option
-            sums.append(_option_logprob(_causal_logits(model, r.prompt_ids + o[:-1], len(o)), o))
+    if arch == "seq2seq":
+        sums = [_option_logprob(_seq2seq_logits(model, r.prompt_ids, o[:-1]), o) if o else 0.0 for o in r.option_ids]
+    else:
+        sums = _causal_option_logprobs(model, r.prompt_ids, r.option_ids)
     return cloze_result(sums, [len(o) for o in r.option_ids], cloze_by)
+
+
+def _causal_option_logprobs(model, prompt: list[int], options: list[list[int]]) -> list[float]:
+    """Summed log-probability of each option after `prompt` (causal, batch 1, unpadded; 0 for an empty
+    option): the prompt once (its last position predicts every option's first token), then each option
+    but its last token continued from a fresh copy of the model's own cache of the prompt."""
+    if not any(options):
+        return [0.0] * len(options)
+    dev = model.device
+    out = model(input_ids=torch.tensor([prompt], device=dev), use_cache=True,
+                **({"logits_to_keep": 1} if _takes_logits_to_keep(type(model)) else {}))
+    first = out.logits[0, -1:].float()
+    cache = kv_cache_of(out)
+    sums = []
+    for o in options:
+        logits = first
+        if len(o) > 1:
+            more = model(input_ids=torch.tensor([o[:-1]], device=dev), use_cache=True,
+                         **{cache_keyword(type(model)): copy.deepcopy(cache)}).logits[0].float()
+            logits = torch.cat([first, more])
+        sums.append(_option_logprob(logits, o) if o else 0.0)
+    return sums
 
 
 def reference_scores(model, requests: list[Request], arch: str, method: str, cloze_by: str = "mean") -> list[Result]:
