@@ -11,8 +11,12 @@ generated answer comes with its logit answer for free. Labels that are a shared 
 generation when the model wrote the prefix itself (exact: the same position), else with one more
 prompt pass (scoring.letter_causal); labels that are neither give no scores.
 
-Decoding is greedy or sampled. Sampling is done by one logits processor (`Decoder`) inside
-transformers' greedy loop: every prompt draws from its own torch.Generator seeded by (seed,
+The loop is scoring.decode's (the prompt pass's output layer at the last position only, the prompt pass
+in row groups, each row stopping at its end-of-sequence token or once parse.settled says its parsed
+answer cannot change, finished rows leaving the batch); `generate_batch_hf` is transformers' own
+`model.generate` with the same processor, the reference it is tested and measured against
+(benchmarks/generation.py). Decoding is greedy or sampled. Sampling is done by one logits processor
+(`Decoder`) inside the greedy loop: every prompt draws from its own torch.Generator seeded by (seed,
 prompt hash), so its answer does not depend on which prompts share its batch, on the batch size or
 on resumption. The same processor applies the repetition penalty (HF's and vLLM's definition:
 a seen token's logit is divided by the penalty when positive, multiplied when negative; seen =
@@ -27,8 +31,10 @@ from typing import Optional
 
 import torch
 
+from persona_bench.scoring.decode import FAST, Speedups, decode
 from persona_bench.scoring.letter import letter_causal
 from persona_bench.scoring.logits import left_pad, right_pad
+from persona_bench.scoring.parse import read_to_end, settled
 from persona_bench.scoring.requests import Request, Result, softmax
 
 # Decoding reads every weight once per step however many rows the batch has, so a step costs nearly
@@ -64,14 +70,20 @@ class Decoder:
                 self.generators.append(g)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.process(input_ids, scores)
+
+    def process(self, input_ids: torch.Tensor, scores: torch.Tensor, rows: Optional[list[int]] = None) -> torch.Tensor:
+        """One step (transformers' processor call); `rows` (scoring.decode) names each batch row's request
+        once finished rows have left the batch."""
+        rows = list(range(scores.shape[0])) if rows is None else rows
         if self.step == 0:
-            self.first = scores.float().clone()
+            self.first = dict(zip(rows, scores.float().clone()))
         if self.step == self.label_step:
-            self.at_labels = self.first if self.step == 0 else scores.float().clone()
+            self.at_labels = self.first if self.step == 0 else dict(zip(rows, scores.float().clone()))
         self.step += 1
         s = self.s
         if s.repetition_penalty != 1.0:
-            scores = self._penalise(input_ids, scores.clone())
+            scores = self._penalise(input_ids, scores.clone(), rows)
         if s.decoding != "sampled":
             return scores
         logits = scores.float() / s.temperature
@@ -85,16 +97,16 @@ class Decoder:
             logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
         probs = logits.softmax(-1)
         out = torch.full_like(scores, float("-inf"))
-        for row, g in enumerate(self.generators):
-            token = torch.multinomial(probs[row], 1, generator=g)
-            out[row, token] = 0.0
+        for i, r in enumerate(rows):
+            token = torch.multinomial(probs[i], 1, generator=self.generators[r])
+            out[i, token] = 0.0
         return out
 
-    def _penalise(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        for row in range(input_ids.shape[0]):
-            seen = input_ids[row, self.n_pad[row]:].unique()
-            vals = scores[row, seen]
-            scores[row, seen] = torch.where(vals > 0, vals / self.s.repetition_penalty, vals * self.s.repetition_penalty)
+    def _penalise(self, input_ids: torch.Tensor, scores: torch.Tensor, rows: Optional[list[int]] = None) -> torch.Tensor:
+        for i, row in enumerate(range(input_ids.shape[0]) if rows is None else rows):
+            seen = input_ids[i, self.n_pad[row]:].unique()
+            vals = scores[i, seen]
+            scores[i, seen] = torch.where(vals > 0, vals / self.s.repetition_penalty, vals * self.s.repetition_penalty)
         return scores
 
 
@@ -110,16 +122,40 @@ def eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
+def generate_batch(model, tokenizer, requests: list[Request], arch: str, pad_id: int, settings,
+                   speed: Speedups = FAST, prompt_tokens: int = 0) -> list[Result]:
+    """Generate an answer for every request of one batch (transformers backend): scoring.decode's loop,
+    each row ending at its end-of-sequence token or once its parsed answer is settled (parse.settled, with
+    the request's answer labels and options; without them, at a cut: parse.read_to_end). `prompt_tokens`:
+    the most padded tokens of one prompt pass (the backend's scoring budget; 0: the batch in one pass)."""
+    n_pad = ([0] * len(requests) if arch == "seq2seq"  # the processor sees decoder ids, never left-padded
+             else [max(len(r.prompt_ids) for r in requests) - len(r.prompt_ids) for r in requests])
+    eos = eos_ids(model, tokenizer)
+    decoder = Decoder(settings, requests, n_pad, model.device)
+
+    def stop(row: int, text: str) -> bool:
+        r = requests[row]
+        if speed.settled_answers and (r.answer_labels or r.answer_options):
+            return settled(text, r.answer_labels, r.answer_options)
+        return read_to_end(text)
+
+    new = decode(model, tokenizer, requests, arch, pad_id, settings.max_new_tokens, eos, decoder.process, stop, speed,
+                 prompt_tokens)
+    return results(model, tokenizer, requests, new, eos, decoder, pad_id)
+
+
 @torch.inference_mode()
-def generate_batch(model, tokenizer, requests: list[Request], arch: str, pad_id: int, settings) -> list[Result]:
-    """Generate an answer for every request of one batch (transformers backend)."""
+def generate_batch_hf(model, tokenizer, requests: list[Request], arch: str, pad_id: int, settings) -> list[Result]:
+    """The reference: transformers' own loop (`model.generate`, every row `max_new_tokens` long unless it
+    writes an end-of-sequence token) with the same processor. generate_batch's parsed answers equal these
+    (tests/test_generate.py; benchmarks/generation.py measures both)."""
     from transformers import GenerationConfig, LogitsProcessorList
 
     dev = model.device
     seqs = [r.prompt_ids for r in requests]
     if arch == "seq2seq":
         ids, mask = right_pad(seqs, pad_id, dev)
-        n_pad = [0] * len(seqs)  # the processor sees decoder ids, which are never padded on the left
+        n_pad = [0] * len(seqs)
     else:
         ids, mask, _ = left_pad(seqs, pad_id, dev)
         n_pad = [ids.shape[1] - len(s) for s in seqs]
@@ -130,29 +166,35 @@ def generate_batch(model, tokenizer, requests: list[Request], arch: str, pad_id:
     decoder = Decoder(settings, requests, n_pad, dev)
     out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
                          logits_processor=LogitsProcessorList([decoder]))
-    new = out[:, 1:] if arch == "seq2seq" else out[:, ids.shape[1]:]
-    # Labels after a shared prefix (a space token) are read after prompt + prefix: where the model wrote
-    # the prefix itself, at that step of its own generation; elsewhere by one more prompt pass with
-    # logits at the last position only (letter scoring on the same prompt).
-    results, later = [], []
+    new = (out[:, 1:] if arch == "seq2seq" else out[:, ids.shape[1]:]).tolist()
+    new = [next((t[:i + 1] for i, x in enumerate(t) if x in eos), t) for t in new]
+    return results(model, tokenizer, requests, new, eos, decoder, pad_id)
+
+
+def results(model, tokenizer, requests: list[Request], new: list[list[int]], eos: list[int], decoder: Decoder,
+            pad_id: int) -> list[Result]:
+    """Each row's new tokens (up to its end-of-sequence token) as a Result: the text and the labels' logits.
+    Labels after a shared prefix (a space token) are read after prompt + prefix: where the model wrote
+    the prefix itself, at that step of its own generation; elsewhere by one more prompt pass with
+    logits at the last position only (letter scoring on the same prompt)."""
+    out, later = [], []
     for row, r in enumerate(requests):
-        tokens = new[row].tolist()
-        n = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
-        text = tokenizer.decode(tokens[:n], skip_special_tokens=True)
-        k = len(r.label_prefix)
+        tokens = new[row]
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        n, k = len(tokens), len(r.label_prefix)
         if not k:
-            results.append(label_result(decoder.first[row], r.label_ids, text, n))
-        elif tokens[:k] == r.label_prefix and decoder.at_labels is not None and k == decoder.label_step:
-            results.append(label_result(decoder.at_labels[row], r.label_ids, text, n))
+            out.append(label_result((decoder.first or {}).get(row), r.label_ids, text, n))
+        elif tokens[:k] == r.label_prefix and decoder.at_labels and row in decoder.at_labels and k == decoder.label_step:
+            out.append(label_result(decoder.at_labels[row], r.label_ids, text, n))
         else:
-            results.append(Result(scores=[], probs=[], generation=text, n_new_tokens=n))
+            out.append(Result(scores=[], probs=[], generation=text, n_new_tokens=n))
             later.append(row)
     if later:
         letter = letter_causal(model, [Request(requests[k].prompt_ids + requests[k].label_prefix,
                                                label_ids=requests[k].label_ids) for k in later], pad_id)
         for k, res in zip(later, letter):
-            results[k] = replace(res, generation=results[k].generation, n_new_tokens=results[k].n_new_tokens)
-    return results
+            out[k] = replace(res, generation=out[k].generation, n_new_tokens=out[k].n_new_tokens)
+    return out
 
 
 def label_result(first_logits: Optional[torch.Tensor], label_ids: list[int], text: str, n_new: int) -> Result:
