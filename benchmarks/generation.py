@@ -11,14 +11,14 @@ about N of them as whole generation batches of the run (cut as `run.py` cuts the
 longest batch to the shortest), and generates them, in one process, with
 
   before   transformers' own loop, `model.generate` with max_new_tokens (scoring.generate.generate_batch_hf:
-           the path of every run before the loop of scoring.decode)
-  after    scoring.generate.generate_batch as HFBackend.generate calls it (scoring.decode: last-position
+           the path of every run before scoring.generate.decode)
+  after    scoring.generate.generate_batch as HFBackend.generate calls it (scoring.generate.decode: last-position
            head, chunked prompt pass, stop strings, settled answers, rows leave)
-  no_<x>   (--ablations) `after` with one of scoring.decode.Speedups off
+  no_<x>   (--ablations) `after` with one of scoring.generate.Speedups off
 
-and prints per variant prompts/s, generated tokens/s (the tokens each answer keeps, end-of-sequence
-included), decode steps, the fastest of --repeat runs, the peak resident memory so far (`after` runs first, so its figure is its own
-plus the loaded model), and against `before`: how many parsed answers are identical (option and rule,
+and prints per variant (the fastest of --repeat runs) prompts/s, generated tokens/s (the tokens each
+answer keeps, end-of-sequence included), the seconds in prompt passes and in decoding steps, the peak
+resident memory so far (`after` runs first, so its figure is its own plus the loaded model), and against `before`: how many parsed answers are identical (option and rule,
 scoring.parse) and how many rows' label logits are bit-identical.
 """
 
@@ -49,6 +49,27 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
+class PassTimer:
+    """Seconds the model spends in prompt passes (more than one new position) and in decoding steps (one)."""
+
+    def __init__(self, model):
+        self.seconds = {"prompt_pass": 0.0, "decode_steps": 0.0}
+        model.register_forward_pre_hook(self.start, with_kwargs=True)
+        model.register_forward_hook(self.stop, with_kwargs=True)
+
+    def start(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", kwargs.get("decoder_input_ids"))
+        self.kind = "prompt_pass" if ids is None or ids.shape[-1] > 1 else "decode_steps"
+        self.t = time.perf_counter()
+
+    def stop(self, module, args, kwargs, out):
+        self.seconds[self.kind] += time.perf_counter() - self.t
+
+    def take(self) -> dict:
+        out, self.seconds = self.seconds, {"prompt_pass": 0.0, "decode_steps": 0.0}
+        return {k: round(v, 2) for k, v in out.items()}
+
+
 def run_variant(fn, batches, requests) -> tuple[float, list]:
     out = [None] * len(requests)
     t = time.perf_counter()
@@ -61,7 +82,7 @@ def run_variant(fn, batches, requests) -> tuple[float, list]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-prompts", type=int, default=100, help="about this many prompts, as whole batches of the run")
-    ap.add_argument("--ablations", action="store_true", help="also each of scoring.decode.Speedups switched off")
+    ap.add_argument("--ablations", action="store_true", help="also each of scoring.generate.Speedups switched off")
     ap.add_argument("--self-pick", action="store_true", help="the self-pick's prompts (run.self_pick) instead")
     ap.add_argument("--no-before", action="store_true", help="skip transformers' loop (the after path only)")
     ap.add_argument("--repeat", type=int, default=1,
@@ -77,8 +98,7 @@ def main() -> None:
     from persona_bench.run.job import Job
     from persona_bench.run.self_pick import MAX_NEW_TOKENS, pick_requests
     from persona_bench.run.setup import attach
-    from persona_bench.scoring.decode import FAST, Speedups
-    from persona_bench.scoring.generate import BATCH_FACTOR, generate_batch, generate_batch_hf
+    from persona_bench.scoring.generate import BATCH_FACTOR, FAST, Speedups, generate_batch, generate_batch_hf
     from persona_bench.scoring.parse import parse_answer
 
     cfg = compose(DEFAULTS + args.overrides)
@@ -110,17 +130,23 @@ def main() -> None:
         variants["before"] = lambda rs: generate_batch_hf(model, tok, rs, arch, pad, settings)
 
     generate_batch(model, tok, [requests[i] for i in batches[-1][:4]], arch, pad, settings, FAST, chunk)  # warm-up
+    timer = PassTimer(model)
     figures, outputs, best = {}, {}, {}
     for name, fn in [kv for _ in range(args.repeat) for kv in variants.items()]:
+        timer.take()
         seconds, res = run_variant(fn, batches, requests)
+        passes = timer.take()
         outputs[name] = res
-        seconds = best[name] = min(seconds, best.get(name, float("inf")))
+        if seconds >= best.get(name, float("inf")):
+            continue
+        best[name] = seconds
         new = sum(res[i].n_new_tokens or 0 for i in chosen)
         figures[name] = {"seconds": round(seconds, 2), "prompts_per_s": round(len(chosen) / seconds, 3),
                          "generated_tokens": new, "generated_tokens_per_s": round(new / seconds, 1),
-                         "peak_rss_gb": round(peak_rss_gb(), 2)}
+                         "peak_rss_gb": round(peak_rss_gb(), 2), **passes}
         print(f"{name:>22}: {len(chosen)} prompts in {seconds:7.1f} s = {figures[name]['prompts_per_s']:.3f} prompts/s, "
-              f"{new} generated tokens = {figures[name]['generated_tokens_per_s']:.1f} tokens/s; "
+              f"{new} generated tokens = {figures[name]['generated_tokens_per_s']:.1f} tokens/s (prompt passes "
+              f"{passes['prompt_pass']:.1f} s, decoding steps {passes['decode_steps']:.1f} s); "
               f"peak RSS so far {figures[name]['peak_rss_gb']:.2f} GB", flush=True)
     for i in chosen[:args.show]:
         print(f"answer {i} ({outputs['after'][i].n_new_tokens} tokens): {outputs['after'][i].generation!r}")

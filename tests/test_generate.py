@@ -20,8 +20,7 @@ from persona_bench.config.schema import GenerateConfig
 from persona_bench.run import steps
 from persona_bench.run.runner import Interrupted, run
 from persona_bench.run.store import JobStore
-from persona_bench.scoring.decode import Speedups, decode
-from persona_bench.scoring.generate import Decoder, generate_batch, generate_batch_hf, prompt_seed
+from persona_bench.scoring.generate import Decoder, Speedups, decode, generate_batch, generate_batch_hf, prompt_seed
 from persona_bench.scoring.parse import parse_answer
 from persona_bench.scoring.requests import Request, Result
 
@@ -57,7 +56,7 @@ def test_an_answer_does_not_depend_on_its_batch(tiny_model_dir, arch, decoding):
 
 
 def after(limits):
-    """A stop for scoring.decode: row i stops at its limits[i]-th new token."""
+    """A stop for scoring.generate.decode: row i stops at its limits[i]-th new token."""
     seen = [0] * len(limits)
 
     def stop(row, text):
@@ -68,7 +67,7 @@ def after(limits):
 
 @pytest.mark.parametrize("arch,decoding", [("llama", "sampled"), ("opt", "greedy"), ("t5", "sampled")])
 def test_the_loop_writes_what_transformers_generate_writes_until_the_row_stops(tiny_model_dir, arch, decoding):
-    """scoring.decode against model.generate (12 tokens, the same processor). Unstopped: the same texts and
+    """scoring.generate.decode against model.generate (12 tokens, the same processor). Unstopped: the same texts and
     bit-identical label logits. Stopped (rows at different steps, so the rows that go on do so after others
     left the batch and their cache rows were selected out): every row's tokens are transformers' tokens up to
     the step where its stop fired. A stop per row and step stands in for the parser's (tiny models write

@@ -191,7 +191,7 @@ GENERATED = [
 
 @pytest.mark.parametrize("text,labels,options", GENERATED)
 def test_a_settled_answer_is_the_answer_of_every_longer_text(text, labels, options):
-    """Generation stops a row once its text is settled (scoring.decode): from that prefix on, the parsed answer
+    """Generation stops a row once its text is settled (scoring.generate.decode): from that prefix on, the parsed answer
     must be the whole text's, whatever came after."""
     whole = parse_answer(text, labels, options)
     for k in range(len(text) + 1):

@@ -223,7 +223,7 @@ def parse_answer(text: str, labels: Sequence[str], options: Sequence[str]) -> Pa
 def read_to_end(text: str) -> bool:
     """True once `text` holds a cut (a new "Question:", "Q:", "Options:", "Choices:", "Roles:"): parse_answer
     reads nothing from there on, so nothing a model writes after it can change the parsed answer
-    (scoring.decode stops the row). The first cut of any longer text starting with `text` is this one: an
+    (scoring.generate.decode stops the row). The first cut of any longer text starting with `text` is this one: an
     earlier one would have to end inside `text` (a cut is a word, spaces, then ":", and the match found
     here starts after a non-word character)."""
     return _CUT.search(_clean(text)) is not None
@@ -238,7 +238,7 @@ def settled(text: str, labels: Sequence[str], options: Sequence[str]) -> bool:
     cut is there (read_to_end), or the first line is complete and decides by itself (label_start, marker,
     marker_text, option_text, or ambiguous/conflict there). Complete: after its line break comes a
     character that is neither a space, nor ":" (which could make the line's last word a cut, "Options\n:"),
-    nor U+FFFD (a character whose bytes are not all written yet). scoring.decode stops the row there."""
+    nor U+FFFD (a character whose bytes are not all written yet). scoring.generate.decode stops the row there."""
     if read_to_end(text):
         return True
     clean, lines, lab, every, cands = _prepare(text, labels, options)
