@@ -20,7 +20,8 @@ from persona_bench.config.schema import GenerateConfig
 from persona_bench.run import steps
 from persona_bench.run.runner import Interrupted, run
 from persona_bench.run.store import JobStore
-from persona_bench.scoring.generate import Decoder, generate_batch, prompt_seed
+from persona_bench.scoring.generate import Decoder, Speedups, decode, generate_batch, generate_batch_hf, prompt_seed
+from persona_bench.scoring.parse import parse_answer
 from persona_bench.scoring.requests import Request, Result
 
 
@@ -52,6 +53,50 @@ def test_an_answer_does_not_depend_on_its_batch(tiny_model_dir, arch, decoding):
         assert a.generation == b.generation == c.generation and a.n_new_tokens == b.n_new_tokens
         assert a.scores == pytest.approx(b.scores, abs=1e-5)  # the labels' logits at the first generated position
     assert all(r.n_new_tokens <= 6 for r in together)
+
+
+def after(limits):
+    """A stop for scoring.generate.decode: row i stops at its limits[i]-th new token."""
+    seen = [0] * len(limits)
+
+    def stop(row, text):
+        seen[row] += 1
+        return seen[row] >= limits[row]
+    return stop
+
+
+@pytest.mark.parametrize("arch,decoding", [("llama", "sampled"), ("opt", "greedy"), ("t5", "sampled")])
+def test_the_loop_writes_what_transformers_generate_writes_until_the_row_stops(tiny_model_dir, arch, decoding):
+    """scoring.generate.decode against model.generate (12 tokens, the same processor). Unstopped: the same texts and
+    bit-identical label logits. Stopped (rows at different steps, so the rows that go on do so after others
+    left the batch and their cache rows were selected out): every row's tokens are transformers' tokens up to
+    the step where its stop fired. A stop per row and step stands in for the parser's (tiny models write
+    no "Question:")."""
+    model, tok = load(tiny_model_dir, arch)
+    settings = GenerateConfig(decoding=decoding, max_new_tokens=12, repetition_penalty=1.1 if decoding == "sampled" else 1.0)
+    reqs = [Request(tok(p)["input_ids"], label_ids=[5, 9], seed=prompt_seed(0, str(i))) for i, p in enumerate(PROMPTS * 2)]
+    kind, pad = ("seq2seq" if arch == "t5" else "causal"), tok.pad_token_id
+    ref = generate_batch_hf(model, tok, reqs, kind, pad, settings)
+    assert all(r.n_new_tokens == 12 for r in ref)  # tiny random models write no end-of-sequence token here
+    got = generate_batch(model, tok, reqs, kind, pad, settings)
+    assert [r.generation for r in got] == [r.generation for r in ref] and [r.scores for r in got] == [r.scores for r in ref]
+    assert [parse_answer(r.generation, "1234", "abcd") for r in got] == [parse_answer(r.generation, "1234", "abcd") for r in ref]
+
+    width = max(len(r.prompt_ids) for r in reqs)
+
+    def tokens(speed=None, stop=None, prompt_tokens=0):
+        n_pad = [0] * len(reqs) if kind == "seq2seq" else [width - len(r.prompt_ids) for r in reqs]
+        dec = Decoder(settings, reqs, n_pad, model.device)
+        return decode(model, tok, reqs, kind, pad, 12, [], dec.process, stop, speed or Speedups(), prompt_tokens)
+
+    whole = tokens()
+    assert tokens(prompt_tokens=2 * width) == whole  # the prompt pass in groups of two rows, caches joined
+    limits = [1 + 2 * i for i in range(len(reqs))]  # row i stops after 1 + 2i tokens
+    cut = tokens(stop=after(limits))
+    assert [len(c) for c in cut] == [min(n, 12) for n in limits]
+    assert all(c == w[:len(c)] for c, w in zip(cut, whole))
+    kept = tokens(Speedups(rows_leave=False), stop=after(limits))
+    assert kept == cut  # finished rows fed padding to the end instead: the same tokens
 
 
 def test_sampling_follows_the_seed(tiny_model_dir):
@@ -217,3 +262,26 @@ def test_generation_figures_reach_wandb_as_flat_keys():
     assert m["generation/parse_failure_rate/template/speaker"] == 0.25 and m["generation/logit_agreement"] == 0.61
     assert m["generation/logit_accuracy/all"] == 0.33
     assert not any(k.startswith("generation/") for k in summary_metrics({"accuracy": {"control": 0.3}}))
+
+
+@pytest.mark.slow
+def test_the_embedded_models_parsed_answers_equal_transformers_generate(tmp_path):
+    """The embedded Gemma 3 270M, scoring=generate on 12 of the demo's prompts: the loop's parsed answers and label
+    logits equal model.generate's (32 tokens), with fewer tokens written (benchmarks/generation.py: more prompts)."""
+    from helpers import compose_cfg
+
+    from persona_bench.backends import load_backend
+    from persona_bench.run.job import Job
+    from persona_bench.run.setup import attach
+
+    cfg = compose_cfg(["scoring=generate", "dataset.per_subject=1", "tracking=none", "progress=false"], out=str(tmp_path))
+    job = Job.prepare(cfg)
+    backend = load_backend(cfg, job.method)
+    _, items = attach(job, backend)
+    items = items[::37][:12]
+    args = (backend.model, backend.tokenizer, [it.request for it in items], backend.arch, backend.pad_id, cfg.scoring.generate)
+    fast, ref = generate_batch(*args), generate_batch_hf(*args)
+    assert [parse_answer(r.generation, it.labels, it.options) for r, it in zip(fast, items)] == \
+        [parse_answer(r.generation, it.labels, it.options) for r, it in zip(ref, items)]
+    assert [r.scores for r in fast] == [r.scores for r in ref]
+    assert sum(r.n_new_tokens for r in fast) < sum(r.n_new_tokens for r in ref)

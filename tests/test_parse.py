@@ -2,7 +2,7 @@
 
 import pytest
 
-from persona_bench.scoring.parse import Parsed, parse_answer
+from persona_bench.scoring.parse import Parsed, parse_answer, read_to_end, settled
 
 LET = ("A", "B", "C", "D")
 NUM = ("1", "2", "3", "4")
@@ -168,3 +168,45 @@ def test_none_and_odd_options():
     assert parse_answer(None, NUM, CITIES) == Parsed(None, "empty")
     assert parse_answer("Paris", NUM, ["London", None, "Paris", ""]).index == 2
     assert parse_answer("London", NUM, ["London", "London", "Rome", "Berlin"]) == Parsed(None, "ambiguous")
+
+
+# Texts as the embedded model writes them (scoring=generate, the self-pick) and edge cases of where a first line ends.
+GENERATED = [
+    (" 1. strA.compareTo(strB) < 0 && strB.compareTo(strA) < 0.\nAnswer: 2", NUM, CITIES),
+    (" 4.\nExplanation:\nThe term is organic.", NUM, CITIES),
+    (" 4. Structured.\n\nWhat is the term for the process? Options: 1. a", NUM, CITIES),
+    (" 2 or\n3", NUM, CITIES),
+    ("I think\nthe answer is 3\nQuestion: next", NUM, CITIES),
+    ("Paris\nBerlin", NUM, CITIES),
+    ("\n\n 3\n\nAnswer: 4", NUM, CITIES),
+    ("3 options\n: 2", NUM, CITIES),  # a cut across the line break: "options\n:"
+    ("3 Roles\n\uff1a 1", NUM, CITIES),  # a full-width colon is a colon
+    ("Rome.\n\nRoles: 1. doctor", NUM, CITIES),
+    ("B\nA", LET, CITIES),
+    (" 12. Paris, Texas\nThe answer", ROLE_LABELS, ROLE_NAMES),
+    (" I would choose to be a doctor\n\nQuestion", ROLE_LABELS, ROLE_NAMES),
+    ("The answer is\n2", NUM, CITIES),
+] + [(text, labels, options) for text, labels, options, _ in PARSES]
+
+
+@pytest.mark.parametrize("text,labels,options", GENERATED)
+def test_a_settled_answer_is_the_answer_of_every_longer_text(text, labels, options):
+    """Generation stops a row once its text is settled (scoring.generate.decode): from that prefix on, the parsed answer
+    must be the whole text's, whatever came after."""
+    whole = parse_answer(text, labels, options)
+    for k in range(len(text) + 1):
+        if settled(text[:k], labels, options):
+            assert parse_answer(text[:k], labels, options) == whole, (text[:k], whole)
+
+
+def test_settled_waits_for_the_next_line_and_stops_at_a_cut():
+    text = " 1. strA < strB.\nAnswer: 2"
+    newline = text.index("\n")
+    assert not settled(text[:newline + 1], NUM, CITIES)  # the line may still be cut: "...\n:" or go on
+    assert settled(text[:newline + 2], NUM, CITIES)  # "A": the first line is complete and decides label 1
+    assert not settled(" 1. strA", NUM, CITIES)
+    assert not settled("I think\nthe answer", NUM, CITIES)  # the first line decides nothing: later lines count
+    assert settled("I think\nthe answer\nQuestion:", NUM, CITIES)
+    assert not settled("3 options\n", NUM, CITIES) and settled("3 options\n:", NUM, CITIES)
+    assert not settled("2\n\ufffd", NUM, CITIES)  # a character whose bytes are not all decoded yet
+    assert read_to_end(" 2\n\nRoles:") and read_to_end("Q:") and not read_to_end(" 2. The question is")

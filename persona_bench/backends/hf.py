@@ -73,7 +73,8 @@ class HFBackend:
         return score_batch(self.model, requests, self.arch, method, self.pad_id, self.cloze_score, budget)
 
     def generate(self, requests: list[Request], settings: GenerateConfig) -> list[Result]:
-        return generate_batch(self.model, self.tokenizer, requests, self.arch, self.pad_id, settings)
+        return generate_batch(self.model, self.tokenizer, requests, self.arch, self.pad_id, settings,
+                              prompt_tokens=self.batch_budget("generate") // BATCH_FACTOR)
 
     def perplexity(self, texts: list[str]) -> Optional[list[dict]]:
         return persona_perplexity(self.model, self.tokenizer, texts, self.arch, self.model.device)

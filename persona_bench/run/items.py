@@ -85,7 +85,8 @@ def build_items(job: Job, tokenizer) -> list[Item]:
                 prefix, label_ids = [], []
                 unlabelled.append(str(e))
             seed = prompt_seed(cfg.scoring.generate.seed, prompt_hash(text))
-            req = Request(prompt_ids, label_ids=label_ids, seed=seed, label_prefix=prefix)
+            req = Request(prompt_ids, label_ids=label_ids, seed=seed, label_prefix=prefix,
+                          answer_labels=tuple(body.labels), answer_options=tuple(body.options))
             items.append(Item(q, template, role, text, req, list(body.labels), body.labels, body.options))
             continue
         if method == "letter":

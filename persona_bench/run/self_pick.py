@@ -39,9 +39,9 @@ def pick_body(question: str, role_names: list[str], cue: str) -> str:
     return f"{INSTRUCTION}\n\nQuestion: {question.strip()}\n\nRoles: {roles}.{cue}"
 
 
-def self_pick(job: Job, backend: Backend) -> pd.DataFrame:
-    """Ask the model, once per question of the job, which of its roles it would answer as (greedy, at most
-    MAX_NEW_TOKENS new tokens); one row per question (outputs.SELF_PICK_COLUMNS)."""
+def pick_requests(job: Job, backend: Backend) -> tuple[list[str], list[Request], tuple[str, ...], list[str]]:
+    """The self-pick's prompts (one per question of the job): texts, requests, the labels ("1".."n") and
+    the role names, as the parser reads them."""
     role_names = [r.name for r in job.roles]
     cue = paper_cue(job.placement, job.cfg.model.arch)
     labels = tuple(str(i + 1) for i in range(len(role_names)))
@@ -51,7 +51,15 @@ def self_pick(job: Job, backend: Backend) -> pd.DataFrame:
                                job.cfg.model.control_system)
         texts.append(text)
         specials.append(special)
-    requests = [Request(ids) for ids in tokenize(backend.tokenizer, texts, specials)]
+    requests = [Request(ids, answer_labels=labels, answer_options=tuple(role_names))
+                for ids in tokenize(backend.tokenizer, texts, specials)]
+    return texts, requests, labels, role_names
+
+
+def self_pick(job: Job, backend: Backend) -> pd.DataFrame:
+    """Ask the model, once per question of the job, which of its roles it would answer as (greedy, at most
+    MAX_NEW_TOKENS new tokens); one row per question (outputs.SELF_PICK_COLUMNS)."""
+    texts, requests, labels, role_names = pick_requests(job, backend)
     greedy = GenerateConfig(max_new_tokens=MAX_NEW_TOKENS)
     results: dict[int, Result] = {}
     for batch in make_batches(requests, backend.batch_budget("generate"), extra=MAX_NEW_TOKENS):

@@ -164,23 +164,22 @@ def _markers(seg: str, lab: _Labels, every: list, cands: list, notes: list) -> O
     return None
 
 
-def parse_answer(text: str, labels: Sequence[str], options: Sequence[str]) -> Parsed:
-    """The option that generated `text` chooses, by the rules in the module docstring. Never raises."""
+def _prepare(text: str, labels: Sequence[str], options: Sequence[str]):
+    """The cleaned text's answer lines (cut at the first new question) and the labels and options to match."""
     text = _clean("" if text is None else str(text))
-    if not text.strip():
-        return Parsed(None, "empty")
     cut = _CUT.search(text)
     body = text[:cut.start()] if cut else text
     lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
-    if not lines:
-        return Parsed(None, "new_question")
-    head, notes = lines[0], []
     lab = _Labels(labels)
     norms = [_norm("" if o is None else str(o)) for o in options]
     every = [(i, n) for i, n in enumerate(norms) if n]
     cands = every if not lab.index else [
         (i, n) for i, n in every if len(n) >= 2 and not (lab.kind == "digits" and _NUMERIC.match(n))]
+    return text, lines, lab, every, cands
 
+
+def _head(head: str, lab: _Labels, every: list, cands: list, notes: list) -> Optional[Parsed]:
+    """What the first line alone decides (the rules before the later lines are read), or None."""
     for m in lab.re.finditer(head):  # "A or B", "either 1 or 4", "1, 2 and 3" anywhere in the first line
         if (lab.kind == "letters" and m.group().islower()) or lab.key(m.group()) not in lab.index:
             continue
@@ -205,7 +204,51 @@ def parse_answer(text: str, labels: Sequence[str], options: Sequence[str]) -> Pa
         if j == -1 or any(re.search(rf"(?<!\S){re.escape(m)}(?!\S)", rest) for k, m in cands if k != j):
             return Parsed(None, "ambiguous")
         return Parsed(j, "option_text")
-    found = _markers("\n".join(lines[1:]), lab, every, cands, notes)
+    return None
+
+
+def parse_answer(text: str, labels: Sequence[str], options: Sequence[str]) -> Parsed:
+    """The option that generated `text` chooses, by the rules in the module docstring. Never raises."""
+    text, lines, lab, every, cands = _prepare(text, labels, options)
+    if not text.strip():
+        return Parsed(None, "empty")
+    if not lines:
+        return Parsed(None, "new_question")
+    notes: list = []
+    found = _head(lines[0], lab, every, cands, notes) or _markers("\n".join(lines[1:]), lab, every, cands, notes)
     if found:
         return found
     return Parsed(None, notes[0] if notes else "no_answer")
+
+def read_to_end(text: str) -> bool:
+    """True once `text` holds a cut (a new "Question:", "Q:", "Options:", "Choices:", "Roles:"): parse_answer
+    reads nothing from there on, so nothing a model writes after it can change the parsed answer
+    (scoring.generate.decode stops the row). The first cut of any longer text starting with `text` is this one: an
+    earlier one would have to end inside `text` (a cut is a word, spaces, then ":", and the match found
+    here starts after a non-word character)."""
+    return _CUT.search(_clean(text)) is not None
+
+
+
+_SEAL = re.compile(r"\S", re.S)
+
+
+def settled(text: str, labels: Sequence[str], options: Sequence[str]) -> bool:
+    """True when parse_answer gives the same answer for `text` and for every text that starts with it: a
+    cut is there (read_to_end), or the first line is complete and decides by itself (label_start, marker,
+    marker_text, option_text, or ambiguous/conflict there). Complete: after its line break comes a
+    character that is neither a space, nor ":" (which could make the line's last word a cut, "Options\n:"),
+    nor U+FFFD (a character whose bytes are not all written yet). scoring.generate.decode stops the row there."""
+    if read_to_end(text):
+        return True
+    clean, lines, lab, every, cands = _prepare(text, labels, options)
+    if not lines:
+        return False
+    start = clean.find(lines[0])
+    ends = [m.end() for m in re.finditer(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]", clean[start:])]
+    if not ends:
+        return False
+    nxt = _SEAL.search(clean, start + ends[0])
+    if nxt is None or nxt.group() in ":\ufffd":
+        return False
+    return _head(lines[0], lab, every, cands, []) is not None

@@ -17,6 +17,8 @@ class Request:
     option_ids: list[list[int]] = field(default_factory=list)  # cloze: tokens of each option's continuation
     seed: Optional[int] = None  # generate (sampled): this prompt's generator seed (generate.prompt_seed)
     label_prefix: list[int] = field(default_factory=list)  # generate: tokens every label starts with (LabelResolver.split)
+    answer_labels: tuple[str, ...] = ()  # generate: the labels and option texts the parser reads (scoring.parse),
+    answer_options: tuple[str, ...] = ()  # so decoding stops once the answer is settled; empty: at a cut only
 
     @property
     def cost(self) -> int:
