@@ -30,7 +30,7 @@ from typing import Optional
 
 from persona_bench.analysis.runs import NoRuns, load_runs
 from persona_bench.outputs import FIGURES_DIR, REPORT_DIR, REPORT_HTML, REPORT_JSON
-from persona_bench.report import figures
+from persona_bench.report import cross_figures, figures
 from persona_bench.report.analyse import (
     MEASURES,
     Options,
@@ -68,6 +68,23 @@ def make_figures(result: dict, fig_dir: Path) -> dict[str, Path]:
                 figures.strategies(a["strategies"], title=f"{model}: persona selection on the "
                                    f"{a['strategies']['n_test'].max()} test questions (red: significant after Holm's correction)"),
                 fig_dir / f"{model}_strategies.png")
+    per = result["per_model"]
+    cross_figs = {
+        "persona_distributions": lambda: cross_figures.distributions({m: a["persona_effects"] for m, a in per.items()}),
+        "factors_by_model": lambda: cross_figures.factors_by_model({m: a["groups"] for m, a in per.items()}),
+        "audience_vs_speaker": lambda: cross_figures.audience_vs_speaker(
+            {m: a["template_pairs"] for m, a in per.items() if len(a.get("template_pairs", ()))}),
+        "gender_pairs": lambda: cross_figures.gender_pairs(
+            {m: a["gender_pairs"] for m, a in per.items() if len(a.get("gender_pairs", ()))}),
+        "subject_template": lambda: cross_figures.subject_heatmap(
+            {m: a["subject_template"] for m, a in per.items() if len(a.get("subject_template", ()))}),
+    }
+    needs = {"audience_vs_speaker": "template_pairs", "gender_pairs": "gender_pairs",
+             "subject_template": "subject_template"}
+    for key, draw in cross_figs.items():
+        if key in needs and not any(len(a.get(needs[key], ())) for a in per.values()):
+            continue
+        paths[key] = figures.save(draw(), fig_dir / f"{key}.png")
     cross = result["cross_model"]
     heat = cross["role_model_delta"]
     if len(heat):
