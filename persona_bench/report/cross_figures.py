@@ -108,12 +108,14 @@ def _label_gaps(ax, x, y, names, label: int, lim: float):
     for side, picks in ((1, order[::-1][:label]), (-1, order[:label])):
         placed: list[tuple[float, float]] = []
         for i in sorted(picks, key=lambda i: -side * y[i]):
-            tx, ty = x[i] - side * 0.12 * lim, y[i] + side * 0.1 * lim
+            inward = 1 if x[i] < 0 else -1  # text toward the middle, so it stays inside the panel
+            tx, ty = x[i] + inward * 0.12 * lim, y[i] + side * 0.1 * lim
             while any(abs(ty - py) < step and abs(tx - px) < 0.6 * lim for px, py in placed):
                 ty += side * step
+            ty = float(np.clip(ty, -0.95 * lim, 0.95 * lim))
             placed.append((tx, ty))
             ax.annotate(str(names[i]), (x[i], y[i]), xytext=(tx, ty), fontsize=7,
-                        ha="right" if side > 0 else "left", va="center",
+                        ha="left" if inward > 0 else "right", va="center",
                         arrowprops={"arrowstyle": "-", "color": "#888888", "lw": 0.6})
 
 
@@ -136,7 +138,7 @@ def audience_vs_speaker(pairs: dict[str, pd.DataFrame], label: int = 3, title: s
             x, y = points(t["speaker_delta"]), points(t["audience_delta"])
             gap = ((t["ci_low"] > 0) | (t["ci_high"] < 0)).to_numpy()
             ax.scatter(x[~gap], y[~gap], s=12, color=PLAIN, alpha=0.6)
-            ax.scatter(x[gap], y[gap], s=16, color=SIGNIFICANT, alpha=0.85, label=f"audience ≠ speaker ({gap.sum()})")
+            ax.scatter(x[gap], y[gap], s=16, color=SIGNIFICANT, alpha=0.85)
             ax.plot([-lim, lim], [-lim, lim], color="#555555", lw=0.8, ls="--")
             ax.axhline(0, color="black", lw=0.6)
             ax.axvline(0, color="black", lw=0.6)
@@ -146,10 +148,9 @@ def audience_vs_speaker(pairs: dict[str, pd.DataFrame], label: int = 3, title: s
             ax.set_aspect("equal")
             ax.set_xlabel(f"as speaker, {s} (points)", fontsize=8)
             ax.set_ylabel(f"as audience, {a} (points)", fontsize=8)
-            ax.set_title(f"{m}: {len(t)} roles", fontsize=9)
-            ax.legend(fontsize=7, loc="upper left")
+            ax.set_title(f"{m}: {len(t)} roles, {int(gap.sum())} in red", fontsize=9)
     fig.suptitle(title or "audience versus speaker per role (each dot a role; above the dashed line the role helps "
-                 "more as audience)", fontsize=10)
+                 "more as audience; red: the gap's interval excludes 0)", fontsize=10)
     fig.tight_layout()
     return fig
 

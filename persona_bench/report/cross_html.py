@@ -104,7 +104,7 @@ def cross_model_html(result: dict, figs: dict[str, Path]) -> str:
                   "<p>Each template's personas against control on one subject's questions (the number of questions "
                   "in brackets). Read the pattern across subjects, not a single cell: a subject holds few "
                   "questions, so each cell is noisy.</p>",
-                  fig("subject_template", n=n_min, what="questions per subject"),
+                  fig("subject_template", n=n_min, what="questions in the smallest subject"),
                   _fold("the table (with 95% t intervals)", table_html(subjects, n_col=""))]
     parts.append("<h3 id='cross-agreement'>Do the models agree on which roles help?</h3>")
     if "rank_agreement" in cross:

@@ -176,7 +176,8 @@ def strategies(table: pd.DataFrame, title: str = ""):
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) + 1.5))
     sig = t["significant"].fillna(False).astype(bool) if "significant" in t else pd.Series(False, index=t.index)
     colors = [SIGNIFICANT if s else PLAIN for s in sig]  # corrected p only (analysis.families)
-    _interval_bars(ax, list(t["strategy"]), t["delta"], t["ci_low"], t["ci_high"], colors)
+    _interval_bars(ax, [str(s).replace("_", " ") for s in t["strategy"]], t["delta"], t["ci_low"], t["ci_high"],
+                   colors)
     ax.set_title(title or "persona selection on the test questions (red: significant after correction)")
     fig.tight_layout()
     return fig

@@ -17,8 +17,8 @@ from persona_bench.report.tables import FEW_QUESTIONS, few_questions_badge, figu
 CSS = """body{font-family:system-ui,sans-serif;max-width:1320px;margin:24px auto;padding:0 16px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:2em}h3{margin-top:1.4em}
 p,li{max-width:1100px}
-table{border-collapse:collapse;font-size:.85em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}
-th{background:#f3f3f3;vertical-align:bottom;max-width:11em}.num{text-align:right;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse;font-size:.85em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
+th{background:#f3f3f3;vertical-align:bottom;max-width:8.5em}.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;border:1px solid #eee}
 .note{color:#555;font-size:.9em}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.8em}
 nav a{margin-right:12px}details{margin:6px 0}.scroll{overflow-x:auto;max-width:100%}
@@ -158,7 +158,8 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
         if f"{model}/factors" in figs:
             parts.append(_img(figs[f"{model}/factors"], f"{model} factors"))
         for name, t in a["groups"].items():
-            parts.append(f"<p><b>by {e(header(name))}</b> (descriptive, unadjusted)</p>" + _table(t))
+            parts.append(f"<p><b>by {e(header(name))}</b> (descriptive, unadjusted)</p>"
+                         + _table(t.drop(columns=["factor"], errors="ignore")))
         parts.append("<p><b>contrasts</b> (descriptive, unadjusted)</p>" + _table(a["contrasts"]))
         parts.append("<h3>Expertise domains, descriptive (unadjusted): in-domain versus out-of-domain questions</h3>"
                      "<p class='note'>In-domain and out-of-domain pairs lie on different questions, so a subject on "
@@ -197,7 +198,11 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
                      "'test questions' holds the choice fixed (the strategies without a training step, and the "
                      "classifier, whose fit is kept). <i>p</i> is raw (see <i>test</i>); the random strategy is its "
                      "exact expected accuracy, tested with a paired t-test over the test questions.</p>")
-        parts.append(_table(a["strategies"], n_col=""))  # the badge stands above the figure
+        st = a["strategies"]
+        parts.append(_table(st.drop(columns=["detail"], errors="ignore"), n_col="", transpose=False))
+        if "detail" in st:  # the badge stands above the figure
+            parts.append("<details><summary>what each strategy chose</summary><ul>" + "".join(
+                f"<li><b>{e(str(r.strategy))}</b>: {e(str(r.detail))}</li>" for r in st.itertuples()) + "</ul></details>")
     parts.append(cross_model_html(result, figs))
     if "logit_vs_generation" in result["cross_model"]:
         parts.append(_logit_vs_generation_html(result["cross_model"]["logit_vs_generation"], figs))
@@ -255,11 +260,10 @@ def _best_persona_html(table: pd.DataFrame, best: dict) -> str:
     parts = ["<h3>Which persona is best? Shrunken estimates and rank intervals</h3>",
              "<p class='note'>The largest of hundreds of noisy differences overstates its persona. <i>shrunken</i> "
              "is the empirical-Bayes estimate (each persona's deviation from the persona mean pulled toward 0 by how "
-             "noisy it is, normal prior) with its 95% interval (ci_low, ci_high); <i>sim_ci_low/high</i> are "
-             "simultaneous 95% intervals over all personas, valid for a persona picked after looking, whatever the "
-             "prior; rank_ci_low/high is a 95% confidence interval for the persona's rank (1 = best; Mogstad et al. "
-             "2024). <i>prior_outlier</i>: the normal prior does not explain this persona; read its simultaneous "
-             "interval.</p>"]
+             "noisy it is, normal prior) with its <i>95% CI</i>; the <i>simultaneous 95% CI</i> holds over all "
+             "personas at once, valid for a persona picked after looking, whatever the prior; <i>rank 95% CI</i> is a "
+             "95% confidence interval for the persona's rank (1 = best; Mogstad et al. 2024). <i>prior outlier</i>: "
+             "the normal prior does not explain this persona; read its simultaneous interval.</p>"]
     if best:
         outlier = (" The normal prior does not fit this persona (an isolated difference): its shrunken estimate "
                    "may be pulled too far; the simultaneous interval holds." if best.get("prior_outlier") else "")
@@ -284,8 +288,10 @@ def _attributes_html(att: dict) -> str:
              "freedom and a wide interval). Domain match compares a role on its own domain's questions with itself "
              "elsewhere, on the same questions as the other personas. <i>p</i> is raw; corrected values are in the "
              "families table.</p>",
-             *(f"<p class='warning'><b>Collinearity:</b> {e(w)}</p>" for w in att.get("warnings") or []),
-             _table(att.get("estimates")),
+             ("<div class='warning'><b>Collinearity:</b><ul>" + "".join(f"<li>{e(w)}</li>" for w in att["warnings"])
+              + "</ul></div>" if att.get("warnings") else ""),
+             _table(pd.DataFrame(att.get("estimates")).drop(columns=["factor", "level", "equivalent"],
+                                                             errors="ignore")),
              f"<p class='note'>{e(str(att.get('specification', '')))} n = {att.get('n_obs')} persona prompts, "
              f"{att.get('n_roles')} roles, {att.get('n_questions')} questions. Not estimated (aliased): "
              f"{e('; '.join(att.get('dropped') or []) or 'none')}. {e(' '.join(att.get('notes') or []))}</p>",

@@ -19,7 +19,7 @@ import pandas as pd
 
 FEW_QUESTIONS = 100  # below this many questions a table or figure carries the small-sample badge
 WIDE = 13  # a table with more columns than this and at most TALL rows is shown transposed (a column per row)
-TALL = 6
+TALL = 4
 
 # Column -> header. A column not listed reads with its underscores as spaces.
 LABELS = {
@@ -142,9 +142,8 @@ def readable(df: pd.DataFrame, unit: Optional[str] = "points") -> pd.DataFrame:
 
 def few_questions_badge(n, what: str = "questions") -> str:
     """The small-sample badge: a table or figure resting on fewer than FEW_QUESTIONS questions."""
-    return (f"<p class='badge'><b>Few {html.escape(what)}:</b> this rests on {n:,} {html.escape(what)} (fewer "
-            f"than {FEW_QUESTIONS}): its intervals are wide and a difference of a few points is within chance; "
-            "read it as indicative.</p>")
+    return (f"<p class='badge'><b>Small sample:</b> {n:,} {html.escape(what)} (fewer than {FEW_QUESTIONS}): the "
+            "intervals are wide and a difference of a few points is within chance; read it as indicative.</p>")
 
 
 def table_html(df, unit: Optional[str] = "points", max_rows: Optional[int] = None, n_col: Optional[str] = None,
@@ -164,6 +163,9 @@ def table_html(df, unit: Optional[str] = "points", max_rows: Optional[int] = Non
         n = pd.to_numeric(t[n_col], errors="coerce")
         if n.notna().any() and n.min() < FEW_QUESTIONS:
             badge = few_questions_badge(int(n.min()), "test questions" if n_col == "n_test" else what)
+    if "family" in t and t["family"].nunique(dropna=False) == 1 and "p_adj" in t:  # one family: say it once
+        family = str(t["family"].iloc[0]).replace("_", " ")
+        t = t.drop(columns="family").rename(columns={"p_adj": f"p (corrected in the {family} family)"})
     shown = readable(t, unit)
     if transpose if transpose is not None else (shown.shape[1] > WIDE and len(shown) <= TALL):
         first = shown.columns[0]

@@ -48,7 +48,8 @@ def make_figures(result: dict, fig_dir: Path) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for model, a in result["per_model"].items():
         groups = a["groups"]
-        panels = {name: groups[name] for name in ("template", "role_category", "gender") if name in groups}
+        panels = {name.replace("_", " "): groups[name] for name in ("template", "role_category", "gender")
+                  if name in groups}
         paths[f"{model}/factors"] = figures.save(
             figures.factor_panels(panels, title=f"{model}: difference to control by template, category and gender"),
             fig_dir / f"{model}_factors.png")
