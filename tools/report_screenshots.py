@@ -7,7 +7,7 @@ and photographed section by section into docs/report/*.png (shown in docs/report
 
 Options: --questions (default 2410), --n-boot (default 2000), --no-similarity (skip MiniLM), --out (the
 screenshots' folder, default docs/report), --keep (the folder for the runs and the report, default a
-temporary one). Needs Debian's chromium and chromium-driver, and selenium (requirements.txt).
+temporary one), --report-only (report the runs already under --keep again), --max-height (px per shot). Needs Debian's chromium and chromium-driver, and selenium (requirements.txt).
 
 The models differ by their planted effects (persona_bench.analysis.synthetic): "flan" has a speaker
 penalty, an audience bonus and a doctor effect; "llama2" a female-role bonus and a subject effect;
@@ -46,8 +46,7 @@ MODELS = {  # name -> (planted effects, seed)
                               subject={"professional_law": -0.06, "high_school_biology": 0.05}, persona_sd=0.01), 2),
     "opt": (PlantedEffects(template={}, gender={}, role={}, persona_sd=0.015), 3),
 }
-# Sections photographed: heading ids (report.html) -> file name; the first model's sections stand for all three.
-WIDTH = 1400
+WIDTH = 1400  # the window's width in px
 
 
 def build_runs(root: Path, n_questions: int) -> list[Path]:
@@ -106,7 +105,7 @@ def screenshots(page: Path, out: Path, max_height: int, first_model: str) -> lis
                                {"width": WIDTH, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
         sections = driver.execute_script(SECTIONS_JS)
         model = None
-        for i, (tag, ident, text, top, height) in enumerate(sections):
+        for tag, ident, text, top, height in sections:
             if tag == "H2":
                 model = ident
             if tag == "H3" and model not in (first_model, "cross"):
@@ -120,8 +119,9 @@ def screenshots(page: Path, out: Path, max_height: int, first_model: str) -> lis
                                           {"format": "png", "clip": clip, "captureBeyondViewport": True})
             img = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
             img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-            name = f"{i:02d}-{(ident or text).lower().replace(' ', '-')}"[:48].rstrip("-")
-            name = "".join(c if c.isalnum() or c in "-_" else "-" for c in name) + ".png"
+            slug = "".join(c if c.isalnum() else "-" for c in (ident or text).lower())
+            slug = "-".join(w for w in slug.split("-") if w)[:40].rstrip("-")
+            name = f"{len(saved):02d}-{slug}.png"
             path = out / name
             img.save(path, optimize=True)
             saved.append((name, text, path.stat().st_size))
@@ -138,10 +138,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "report")
     ap.add_argument("--keep", type=Path)
     ap.add_argument("--max-height", type=int, default=1800)
+    ap.add_argument("--report-only", action="store_true", help="the runs under --keep exist: report them again")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="report-screens-"))
     t0 = time.perf_counter()
-    runs = build_runs(root / "runs", args.questions)
+    runs = sorted((root / "runs").glob("*-0*")) if args.report_only else build_runs(root / "runs", args.questions)
     print(f"synthetic runs in {time.perf_counter() - t0:.1f} s", flush=True)
     t0 = time.perf_counter()
     write_report(runs, root / "report", Options(n_boot=args.n_boot, similarity=not args.no_similarity))
