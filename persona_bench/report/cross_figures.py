@@ -100,23 +100,15 @@ def factors_by_model(groups: dict[str, dict[str, pd.DataFrame]], factors=("templ
 
 
 def _label_gaps(ax, x, y, names, label: int, lim: float):
-    """Name the `label` roles furthest above and below the diagonal: labels above it go up-left, below it
-    down-right, stacked so that they do not overlap, each with a thin line to its point."""
+    """Name the `label` roles furthest above the diagonal in a column in the upper-left corner and the `label`
+    furthest below it in the lower-right corner, each with a thin line to its point: names never overlap."""
     gap = y - x
     order = [i for i in np.argsort(gap) if np.isfinite(gap[i])]
-    step = 0.075 * lim
     for side, picks in ((1, order[::-1][:label]), (-1, order[:label])):
-        placed: list[tuple[float, float]] = []
-        for i in sorted(picks, key=lambda i: -side * y[i]):
-            inward = 1 if x[i] < 0 else -1  # text toward the middle, so it stays inside the panel
-            tx, ty = x[i] + inward * 0.12 * lim, y[i] + side * 0.1 * lim
-            while any(abs(ty - py) < step and abs(tx - px) < 0.6 * lim for px, py in placed):
-                ty += side * step
-            ty = float(np.clip(ty, -0.95 * lim, 0.95 * lim))
-            placed.append((tx, ty))
-            ax.annotate(str(names[i]), (x[i], y[i]), xytext=(tx, ty), fontsize=7,
-                        ha="left" if inward > 0 else "right", va="center",
-                        arrowprops={"arrowstyle": "-", "color": "#888888", "lw": 0.6})
+        for k, i in enumerate(picks):
+            ax.annotate(str(names[i]), (x[i], y[i]), xytext=(-side * 0.95 * lim, side * (0.92 - 0.1 * k) * lim),
+                        fontsize=7, ha="left" if side > 0 else "right", va="center",
+                        arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.5})
 
 
 def audience_vs_speaker(pairs: dict[str, pd.DataFrame], label: int = 3, title: str = ""):

@@ -103,7 +103,8 @@ def cross_model_html(result: dict, figs: dict[str, Path]) -> str:
         parts += ["<h3 id='cross-subjects'>Subjects x templates</h3>",
                   "<p>Each template's personas against control on one subject's questions (the number of questions "
                   "in brackets). Read the pattern across subjects, not a single cell: a subject holds few "
-                  "questions, so each cell is noisy.</p>",
+                  "questions, so each cell is noisy, and the cells of one row share the control's answers on "
+                  "those questions, so a whole row moves together by the control's luck.</p>",
                   fig("subject_template", n=n_min, what="questions in the smallest subject"),
                   _fold("the table (with 95% t intervals)", table_html(subjects, n_col=""))]
     parts.append("<h3 id='cross-agreement'>Do the models agree on which roles help?</h3>")
