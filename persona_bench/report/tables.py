@@ -101,6 +101,8 @@ def cell(col: str, x, unit: Optional[str] = "points") -> str:
             return f"{100 * x:.1f}"
         if col in PVALUES:
             return "<0.001" if x < 0.001 else f"{x:.3f}"
+        if col == "df":
+            return f"{x:.1f}"
         if x.is_integer() and abs(x) < 1e15:
             return f"{int(x):,}"
         return f"{x:.3f}" if abs(x) < 1 else f"{x:.2f}" if abs(x) < 1000 else f"{x:,.0f}"
@@ -163,10 +165,12 @@ def table_html(df, unit: Optional[str] = "points", max_rows: Optional[int] = Non
         n = pd.to_numeric(t[n_col], errors="coerce")
         if n.notna().any() and n.min() < FEW_QUESTIONS:
             badge = few_questions_badge(int(n.min()), "test questions" if n_col == "n_test" else what)
+    renamed = {}
     if "family" in t and t["family"].nunique(dropna=False) == 1 and "p_adj" in t:  # one family: say it once
         family = str(t["family"].iloc[0]).replace("_", " ")
-        t = t.drop(columns="family").rename(columns={"p_adj": f"p (corrected in the {family} family)"})
-    shown = readable(t, unit)
+        t = t.drop(columns="family")
+        renamed = {header("p_adj", unit): f"p (corrected in the {family} family)"}
+    shown = readable(t, unit).rename(columns=renamed)
     if transpose if transpose is not None else (shown.shape[1] > WIDE and len(shown) <= TALL):
         first = shown.columns[0]
         shown = shown.set_index(first).T.reset_index().rename(columns={"index": first})
