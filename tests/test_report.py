@@ -4,6 +4,7 @@ headless Chromium; shards read as one run; a two-model sweep gets its cross-run 
 from __future__ import annotations
 
 import base64
+import html as html_lib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 import pytest
@@ -25,6 +27,8 @@ from persona_bench.analysis.synthetic import (
     make_predictions,
     roles_frame,
 )
+from persona_bench.inputs.roles import gendered_pairs
+from persona_bench.report import figures
 
 PAPER_ROLES = CONF / "role_set" / "paper.yaml"
 TEMPLATES = {"control": "", "speaker": "You are {a} {role}.", "audience": "You are talking to {a} {role}."}
@@ -66,6 +70,123 @@ def synthetic(tmp_path_factory):
     out = root / "report"
     assert report.main([str(run), "--out", str(out), "--n-boot", "400"]) == 0
     return {"df": df, "truth": truth, "n_personas": 2 * len(roles), "run": run, "out": out, "json": json.loads((out / "report.json").read_text())}
+
+
+THREE = ["doctor", "lawyer", "janitor", "mother", "father", "sister", "brother", "wife", "husband", "friend",
+         "housewife", "teacher"]
+
+
+@pytest.fixture(scope="module")
+def three_models(tmp_path_factory):
+    """Three models on the same 60 questions of 4 subjects, 12 roles x speaker/audience (few questions: the
+    small-sample badges show); model "b" has a planted female-role bonus, "a" an audience bonus."""
+    roles, domains = roles_frame(PAPER_ROLES)
+    roles = roles[roles["name"].isin(THREE)]
+    root = tmp_path_factory.mktemp("three")
+    planted = {"a": PlantedEffects(template={"audience": 0.15}, gender={}, role={}),
+               "b": PlantedEffects(template={}, gender={"female": 0.25}, role={}),
+               "c": PlantedEffects(template={}, gender={}, role={})}
+    for i, (model, eff) in enumerate(planted.items()):
+        df, _ = make_predictions(roles, n_questions=60, effects=eff, domains=domains, seed=i, model=model,
+                                 subjects=("anatomy", "virology", "marketing", "prehistory"), question_seed=0)
+        write_run(df, root / "runs" / f"{model}-0000000{i}", model=model, config_id=f"0000000{i}")
+    out = root / "report"
+    report.write_report([root / "runs"], out, report.Options(n_boot=100, similarity=False))
+    return {"out": out, "json": json.loads((out / "report.json").read_text()),
+            "html": (out / "report.html").read_text()}
+
+
+def _section(page: str, start: str, end: str = "<h2") -> str:
+    at = page.index(start)
+    stop = page.find(end, at + len(start))
+    return page[at: stop if stop > 0 else len(page)]
+
+
+def test_every_table_has_human_headers_and_differences_in_points(three_models):
+    page, doc = three_models["html"], three_models["json"]
+    headers = [html_lib.unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", page)]
+    assert len(headers) > 100
+    snake = [h for h in headers if re.search(r"[a-z0-9]_[a-z0-9]", h)]
+    assert snake == [], f"snake_case headers: {sorted(set(snake))}"
+    headline = _section(page, "<h2 id='headline'>")
+    row = next(r for r in doc["cross_model"]["side_by_side"] if r["model"] == "a")
+    assert "difference to control (pts)" in headline and "control accuracy (%)" in headline
+    shown = f"{100 * row['delta']:+.1f}"
+    assert f"<td class=num>{shown}</td>" in headline  # -3.8, not -0.03846
+    assert f"<td class=num>{100 * row['control_accuracy']:.1f}</td>" in headline
+    assert f"{row['delta']:.4f}" not in page  # no fraction anywhere in the page
+    n_points = 0
+    for table in re.findall(r"<table>.*?</table>", page, flags=re.S):  # every "(pts)" column: points, 1 decimal
+        head = [html_lib.unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", table)]
+        for row in re.findall(r"<tr>(.*?)</tr>", table.split("</thead>")[-1]):
+            for h, v in zip(head, [html_lib.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]):
+                if h.endswith("(pts)") and v:
+                    n_points += 1
+                    assert re.fullmatch(r"\[?[-+]?\d+\.\d(,\xa0[-+]?\d+\.\d\])?", v), (h, v)
+    assert n_points > 200
+
+
+def test_the_ranked_figure_labels_only_the_extremes_above_40_personas(synthetic):
+    personas = pd.DataFrame(synthetic["json"]["per_model"]["synthetic"]["persona_effects"])
+    n = synthetic["n_personas"]
+    assert len(personas) == n > figures.LABEL_ALL
+    fig = figures.persona_deltas(personas)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    best = personas.sort_values("delta", ascending=False)
+    assert len(labels) == 2 * figures.EXTREMES + 1
+    assert f"{n - 2 * figures.EXTREMES} other personas" in labels[figures.EXTREMES]
+    assert labels[0] == figures.persona_name(best["template"].iloc[0], best["role"].iloc[0])
+    assert labels[-1] == figures.persona_name(best["template"].iloc[-1], best["role"].iloc[-1])
+    figures.plt.close(fig)
+    small = figures.persona_deltas(personas.head(30))
+    assert len(small.axes[0].get_yticklabels()) == 30  # up to 40: every persona named
+    figures.plt.close(small)
+
+
+def test_a_few_question_table_carries_the_small_sample_badge(three_models, synthetic):
+    page = three_models["html"]
+    strategies = _section(page, "Can the best persona be found automatically?", "<h3")
+    n_test = max(s["n_test"] for s in three_models["json"]["per_model"]["a"]["strategies"])
+    assert n_test < 100 and f"<b>Small sample:</b> {n_test} test questions (fewer than 100)" in strategies
+    subjects = _section(page, "<h3 id='cross-subjects'>", "<h3")
+    assert "<b>Small sample:</b>" in subjects and "questions in the smallest subject" in subjects
+    big = (synthetic["out"] / "report.html").read_text()
+    assert "Small sample" not in _section(big, "<h2 id='headline'>")  # 400 questions: no badge
+
+
+def test_a_three_model_report_sets_the_models_side_by_side(three_models):
+    doc, page = three_models["json"], three_models["html"]
+    for heading in ("Persona effects per model", "Factors across models: template, role category, gender",
+                    "Audience versus speaker, per role", "Gendered roles: female against male counterparts",
+                    "Subjects x templates", "Do the models agree on which roles help?"):
+        assert heading in page, heading
+    assert {"persona_distributions", "factors_by_model", "audience_vs_speaker", "gender_pairs",
+            "subject_template"} <= set(doc["figures"])
+    a, b = doc["per_model"]["a"], doc["per_model"]["b"]
+    pairs = pd.DataFrame(a["template_pairs"])
+    assert len(pairs) == len(THREE) and (pairs["speaker_template"] == "speaker").all()
+    pe = pd.DataFrame(a["persona_effects"]).set_index(["template", "role"])["delta"]
+    doctor = pairs.set_index("role").loc["doctor"]
+    assert doctor["audience_delta"] == pytest.approx(pe[("audience", "doctor")], abs=1e-5)
+    assert doctor["difference"] == pytest.approx(pe[("audience", "doctor")] - pe[("speaker", "doctor")], abs=1e-5)
+    assert pairs["difference"].mean() > 0.08  # the planted audience bonus of 15 points
+    gender = pd.DataFrame(b["gender_pairs"])
+    pooled = gender[gender["template"] == "all templates"]
+    assert set(pooled["pair"]) == {"mother / father", "sister / brother", "wife / husband"}
+    assert (pooled["ci_low"] > 0).all()  # the planted female bonus of 25 points, on the same questions
+    subj = pd.DataFrame(a["subject_template"])
+    assert set(subj["subject"]) == {"anatomy", "virology", "marketing", "prehistory"}
+    assert subj.groupby("subject")["n_questions"].max().sum() == 60
+
+
+def test_gendered_pairs_come_from_the_catalogues_gender_facts():
+    facts = {r["name"]: r["gender"] for r in yaml.safe_load(PAPER_ROLES.read_text())["roles"]}
+    pairs = gendered_pairs(facts)
+    assert {("mother", "father"), ("sister", "brother"), ("mother-in-law", "father-in-law"),
+            ("girlfriend", "boyfriend"), ("daughter", "son"), ("fiancée", "fiancé")} <= set(pairs)
+    assert all(facts[f] == "female" and facts[m] == "male" for f, m in pairs)
+    assert "housewife" not in {f for f, _ in pairs}  # no male counterpart in the catalogue
+    assert gendered_pairs({"mother": "female", "father": "neutral"}) == []  # the facts decide, not the words
 
 
 def test_report_json_holds_every_section(synthetic):
@@ -129,16 +250,29 @@ def chromium_paths() -> tuple[str, str]:
     return browser, driver
 
 
-def open_in_chromium(page: Path, screenshot: Path) -> tuple[list, list, str]:
-    """Load `page` in headless Chromium; return its images' (alt, complete, width, height), the browser
-    console log and the page text, and save a full-page screenshot."""
+OVERFLOW_JS = """const page = document.documentElement.clientWidth;
+for (const d of document.querySelectorAll('details')) d.open = true;
+return Array.from(document.querySelectorAll('table')).filter(t => {
+  const box = t.parentElement, folded = t.closest('details') !== null;
+  if (box.getBoundingClientRect().right > page) return true;
+  if (t.getBoundingClientRect().right <= box.getBoundingClientRect().right + 1) return false;
+  return !(folded && getComputedStyle(box).overflowX === 'auto');
+}).map(t => t.querySelector('th').textContent + ' (' + Math.round(t.getBoundingClientRect().width) + ' px)')"""
+
+
+def open_in_chromium(page: Path, screenshot: Path, width: int = 1400, found: Optional[dict] = None) -> tuple[list, list, str]:
+    """Load `page` in headless Chromium `width` px wide; return its images' (alt, complete, width, height), the
+    browser console log and the page text, and save a full-page screenshot. `found`, if given, receives
+    "overflowing" (with every <details> opened): the first header of every table that is clipped, i.e. whose
+    box reaches past the window, or that is wider than its box, unless it is a folded table (in <details>)
+    in a box of its own that scrolls sideways."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     browser, driver_path = chromium_paths()
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}", "--window-size=1280,1000"]:
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}", f"--window-size={width},1000"]:
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)
@@ -147,6 +281,11 @@ def open_in_chromium(page: Path, screenshot: Path) -> tuple[list, list, str]:
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
         text = driver.execute_script("return document.body.innerText")
+        if found is not None:
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+            found["overflowing"] = driver.execute_script(OVERFLOW_JS)
+            found["width"] = driver.execute_script("return document.documentElement.clientWidth")
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"captureBeyondViewport": True, "format": "png"})
         screenshot.write_bytes(base64.b64decode(shot["data"]))
         logs = driver.get_log("browser")
@@ -155,14 +294,18 @@ def open_in_chromium(page: Path, screenshot: Path) -> tuple[list, list, str]:
     return images, logs, text
 
 
-def test_report_opens_in_headless_chromium_with_every_figure_decoded(synthetic):
-    shot = synthetic["out"] / "screenshot.png"
-    images, logs, text = open_in_chromium(synthetic["out"] / "report.html", shot)
-    assert len(images) == len(synthetic["json"]["figures"])
+def test_report_opens_in_headless_chromium_with_every_figure_decoded_and_no_table_clipped(three_models):
+    """The three-model report (the widest headline) at 1,400 px: every figure decodes, no console error, and
+    no table is wider than its box or the window."""
+    shot = three_models["out"] / "screenshot.png"
+    found: dict = {}
+    images, logs, text = open_in_chromium(three_models["out"] / "report.html", shot, width=1400, found=found)
+    assert len(images) == len(three_models["json"]["figures"])
     broken = [alt for alt, complete, w, h in images if not (complete and w > 100 and h > 100)]
     assert not broken, f"figures that did not decode: {broken}"
     assert [entry for entry in logs if entry["level"] in ("SEVERE", "WARNING")] == []
-    assert "Can the best persona be found automatically?" in text
+    assert "Can the best persona be found automatically?" in text and "Audience versus speaker, per role" in text
+    assert found["width"] >= 1380 and found["overflowing"] == [], f"tables clipped at 1,400 px: {found['overflowing']}"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
 
 

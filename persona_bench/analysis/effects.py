@@ -36,7 +36,7 @@ API (tables are DataFrames; `to_records` turns any result into JSON-ready record
   Bonett-Wright variance), p.
 - side_by_side(per_model, n_boot, seed): one row per model (control, persona mean, delta with CI and p, best persona,
   share of personas significant after Holm).
-- analyse(df, n_boot=2000, seed=0): all of the above for one model, in one dict.
+- analyse(df, n_boot=2000, seed=0, grid=None): all of the above for one model, in one dict.
 """
 
 from __future__ import annotations
@@ -347,9 +347,10 @@ def regression(df: pd.DataFrame, outcome: str = "correct", estimator: str = "wit
 
 
 def analyse(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, n_splits: int = 200,
-            regression_estimator: str = "within") -> dict:
-    """Every analysis of one model's predictions (the same bootstrap seed throughout)."""
-    g = PersonaMatrix.from_predictions(df)
+            regression_estimator: str = "within", grid: Optional[PersonaMatrix] = None) -> dict:
+    """Every analysis of one model's predictions (the same bootstrap seed throughout); `grid`: the matrix of
+    df when the caller built it already (it is built once for the report's other views too)."""
+    g = _matrix(df, grid)
     model = str(df["model"].iloc[0]) if "model" in df.columns and len(df) else None
     return {
         "model": model, "n_rows": int(len(df)), "n_questions": int(len(g.control)),

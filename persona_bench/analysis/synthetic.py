@@ -93,22 +93,26 @@ def _draw(roles: pd.DataFrame, n_questions: int, templates: tuple[str, ...], eff
           seed: int, domains: Optional[dict[str, list[str]]],
           rho: float = 0.8,  # copula correlation of correctness between prompts of one question
           p_range: tuple[float, float] = (0.15, 0.85),  # control probabilities stay inside this range
-          beta: tuple[float, float] = (1.2, 1.0)):  # shape of the control-probability distribution inside p_range
+          beta: tuple[float, float] = (1.2, 1.0),  # shape of the control-probability distribution inside p_range
+          subjects: Optional[tuple[str, ...]] = None,  # the questions' subjects; None: MMLU's 57 and the domains'
+          question_seed: Optional[int] = None):  # draw the questions from this seed (the same questions for several
+    #   synthetic models of different `seed`); None: from `seed`
     """The questions, personas, probabilities and outcomes of one synthetic model (make_predictions, make_matrix)."""
     effects = effects or PlantedEffects()
     domains = domains or {}
     rng = np.random.default_rng(seed)
+    qrng = rng if question_seed is None else np.random.default_rng(question_seed)
     roles = roles.reset_index(drop=True)
     subject_domain = {s: d for d, subjects in domains.items() for s in subjects}
-    subjects = sorted(set(MMLU_SUBJECTS) | set(subject_domain))
+    subjects = sorted(subjects) if subjects else sorted(set(MMLU_SUBJECTS) | set(subject_domain))
 
     # Questions.
-    q_subject = rng.choice(subjects, size=n_questions)
-    q_id = np.array([f"{s}/{rng.bytes(8).hex()}" for s in q_subject])
-    p_control = p_range[0] + (p_range[1] - p_range[0]) * rng.beta(*beta, size=n_questions)
-    z = rng.standard_normal(n_questions)
-    answer = rng.integers(0, 4, size=n_questions)
-    split = rng.choice(np.array(["train", "val", "test"]), size=n_questions, p=[0.6, 0.2, 0.2])
+    q_subject = qrng.choice(subjects, size=n_questions)
+    q_id = np.array([f"{s}/{qrng.bytes(8).hex()}" for s in q_subject])
+    p_control = p_range[0] + (p_range[1] - p_range[0]) * qrng.beta(*beta, size=n_questions)
+    z = qrng.standard_normal(n_questions)
+    answer = qrng.integers(0, 4, size=n_questions)
+    split = qrng.choice(np.array(["train", "val", "test"]), size=n_questions, p=[0.6, 0.2, 0.2])
 
     # Personas: every template x every role.
     personas = pd.DataFrame([(t, i) for t in templates for i in range(len(roles))], columns=["template", "_i"])
@@ -147,7 +151,7 @@ def make_predictions(
     seed: int = 0,
     domains: Optional[dict[str, list[str]]] = None,  # domain -> MMLU subjects (a role-set YAML's `domains:`)
     model: str = "synthetic",
-    **draw,  # _draw's rho, p_range and beta
+    **draw,  # _draw's rho, p_range, beta, subjects and question_seed
 ) -> tuple[pd.DataFrame, dict]:
     """Predictions rows for every (template, role) persona and the control on n_questions questions; and the truth."""
     d = _draw(roles, n_questions, templates, effects, seed, domains, **draw)

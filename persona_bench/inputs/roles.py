@@ -251,3 +251,34 @@ def persona_texts(templates: dict[str, Any], roles: Iterable[Union[Role, dict]])
         t = Template(name, text, only)
         rows += [(name, r.name, t.render(r)) for r in roles if t.applies_to(r)]
     return pd.DataFrame(rows, columns=["template", "role", "text"])
+
+
+# A female role's male counterpart is its name with one of these words swapped (whole name first, then the
+# longest word inside it: "mother-in-law" -> "father-in-law", "girlfriend" -> "boyfriend"); the catalogue's
+# `gender` facts decide whether the pair counts (female and male).
+COUNTERPARTS = {"grandmother": "grandfather", "mother": "father", "mommy": "daddy", "mom": "dad", "mama": "papa",
+                "sister": "brother", "daughter": "son", "wife": "husband", "girl": "boy", "fiancée": "fiancé",
+                "aunt": "uncle", "niece": "nephew", "woman": "man", "queen": "king", "grandma": "grandpa"}
+
+
+def counterpart(name: str) -> Optional[str]:
+    """The male counterpart's name of a female role's name by COUNTERPARTS, or None."""
+    low = name.lower()
+    if low in COUNTERPARTS:
+        return COUNTERPARTS[low]
+    for word in sorted(COUNTERPARTS, key=len, reverse=True):
+        if word in low:
+            return low.replace(word, COUNTERPARTS[word], 1)
+    return None
+
+
+def gendered_pairs(genders: dict[str, str]) -> list[tuple[str, str]]:
+    """(female role, male role) pairs among the roles of `genders` (role name -> the catalogue's gender): each
+    female role whose counterpart (COUNTERPARTS) is a male role there, in the order of `genders`."""
+    male = {n.lower(): n for n, g in genders.items() if g == "male"}
+    pairs = []
+    for name, g in genders.items():
+        other = counterpart(name) if g == "female" else None
+        if other is not None and other in male:
+            pairs.append((name, male[other]))
+    return pairs

@@ -15,11 +15,14 @@ from persona_bench.analysis import (
     effects,
     families,
     mechanisms,
+    pairs,
     power,
     shrinkage,
     strategies,
+    subjects,
 )
 from persona_bench.analysis.equivalence import DEFAULT_MARGIN
+from persona_bench.analysis.matrix import PersonaMatrix
 from persona_bench.analysis.runs import Results
 from persona_bench.analysis.summary import (
     UNPARSED,
@@ -97,7 +100,11 @@ def predicted_labels(df: pd.DataFrame, runs: list) -> dict:
 
 def analyse_model(df: pd.DataFrame, results: Results, model: str, opts: Options) -> dict:
     started = time.perf_counter()
-    out = effects.analyse(df, n_boot=opts.n_boot, seed=opts.seed)
+    grid = PersonaMatrix.from_predictions(df)
+    out = effects.analyse(df, n_boot=opts.n_boot, seed=opts.seed, grid=grid)
+    out["template_pairs"] = pairs.template_pairs(grid, n_boot=opts.n_boot, seed=opts.seed)
+    out["gender_pairs"] = pairs.gender_pairs(grid, n_boot=opts.n_boot, seed=opts.seed)
+    out["subject_template"] = subjects.subject_template(grid)
     out["predicted_labels"] = predicted_labels(df, results.runs.get(model, []))
     used = sorted(df.loc[df["template"] != CONTROL, "role"].dropna().unique())
     roles = (results.roles[results.roles["name"].isin(used)] if len(results.roles) else pd.DataFrame({"name": used}))
@@ -130,9 +137,9 @@ def analyse_all(results: Results, opts: Options) -> dict:
     if len(per_model) > 1:
         cross["rank_agreement"] = effects.rank_agreement(personas)
     cross["role_model_delta"] = pd.DataFrame({m: p.groupby("role")["delta"].mean() for m, p in personas.items()})
-    pairs = compare.logit_vs_generation(results)
-    if pairs is not None:
-        cross["logit_vs_generation"], cross["logit_vs_generation_personas"] = pairs
+    lvg = compare.logit_vs_generation(results)
+    if lvg is not None:
+        cross["logit_vs_generation"], cross["logit_vs_generation_personas"] = lvg
     cross["families"] = families.apply_cross(cross, per_model, margin=opts.equivalence_margin)
     return {"per_model": per_model, "cross_model": cross}
 

@@ -30,12 +30,12 @@ def _fmt(x) -> str:
     return "n/a" if x is None or x != x else f"{x:.2f}"
 
 
-def _points(x) -> np.ndarray:
+def points(x) -> np.ndarray:
     return 100 * np.asarray(pd.to_numeric(x, errors="coerce"), dtype=float)
 
 
 def _interval_bars(ax, labels, est, lo, hi, colors=None, horizontal=True):
-    est, lo, hi = _points(est), _points(lo), _points(hi)
+    est, lo, hi = points(est), points(lo), points(hi)
     err = np.vstack([np.nan_to_num(est - lo), np.nan_to_num(hi - est)])
     pos = np.arange(len(labels))
     colors = colors or [PLAIN] * len(labels)
@@ -66,44 +66,98 @@ def factor_panels(tables: dict[str, pd.DataFrame], level: str = "level", title: 
     return fig
 
 
-def persona_deltas(personas: pd.DataFrame, title: str = ""):
-    """Every persona's difference to control, sorted, with its interval; significant ones (after the
-    multiple-comparison correction) in red; and the distribution of the differences."""
-    t = personas.sort_values("delta").reset_index(drop=True)
+EXTREMES = 10  # personas labelled at each end of the ranked figure
+LABEL_ALL = 40  # up to this many personas, every one is labelled
+
+
+def persona_name(template, role) -> str:
+    return f"{role} ({template})"
+
+
+def _forest(ax, y, est, lo, hi, sig):
+    """Points with horizontal 95% intervals at rows y; significant ones red."""
+    ax.hlines(y, lo, hi, color=np.where(sig, SIGNIFICANT, "#8aa2c8"), lw=1.6)
+    ax.scatter(est, y, s=22, c=np.where(sig, SIGNIFICANT, PLAIN), zorder=3)
+
+
+def persona_deltas(personas: pd.DataFrame, title: str = "", extremes: int = EXTREMES, label_all: int = LABEL_ALL):
+    """Every persona's difference to control, ranked, with its 95% interval; significant ones (after the
+    multiple-comparison correction) in red. Up to `label_all` personas every one is labelled; above, the
+    `extremes` best and worst are labelled and the rest drawn as the distribution of their differences (left),
+    beside all personas ranked with their intervals as a band (right)."""
+    t = personas.sort_values("delta", ascending=False).reset_index(drop=True)
     sig = t["significant"].fillna(False).astype(bool).to_numpy()
-    fig, (ax, hx) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 1]})
-    x = np.arange(len(t))
-    est, lo, hi = _points(t["delta"]), _points(t["ci_low"]), _points(t["ci_high"])
-    ax.vlines(x, lo, hi, color=np.where(sig, SIGNIFICANT, "#9fb3cf"), lw=1)
-    ax.scatter(x, est, s=10, c=np.where(sig, SIGNIFICANT, PLAIN), zorder=3)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xlabel("personas, sorted by difference to control")
-    ax.set_ylabel("difference to control (points, 95% CI)")
-    if len(t) <= 40:
-        ax.set_xticks(x, [f"{r} ({tp})" for tp, r in zip(t["template"], t["role"])], rotation=70, ha="right",
-                      fontsize=7)
-    ax.set_title(f"{int(sig.sum())} of {len(t)} personas differ significantly from control (red)")
-    hx.hist(est[np.isfinite(est)], bins=min(30, max(5, len(t) // 4)), color=PLAIN, orientation="horizontal")
-    hx.axhline(0, color="black", lw=0.8)
-    hx.set_xlabel("personas")
-    hx.set_ylim(ax.get_ylim())
+    est, lo, hi = points(t["delta"]), points(t["ci_low"]), points(t["ci_high"])
+    names = [persona_name(tp, r) for tp, r in zip(t["template"], t["role"])]
+    head = f"{int(sig.sum())} of {len(t)} personas differ significantly from control (red, after correction)"
+    if len(t) <= label_all:
+        fig, ax = plt.subplots(figsize=(9, 1.2 + 0.27 * len(t)))
+        y = np.arange(len(t))
+        _forest(ax, y, est, lo, hi, sig)
+        ax.set_yticks(y, names, fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel("difference to control (accuracy points, 95% CI)")
+        ax.set_title(head, fontsize=10)
+        fig.suptitle(title)
+        fig.tight_layout()
+        return fig
+    k = extremes
+    rest = slice(k, len(t) - k)
+    band = 5  # rows the distribution of the middle personas takes
+    fig, (ax, rx) = plt.subplots(1, 2, figsize=(13, 1.6 + 0.27 * (2 * k + band)), gridspec_kw={"width_ratios": [1.5, 1]})
+    top, bottom = np.arange(k), np.arange(k + band, 2 * k + band)
+    _forest(ax, top, est[:k], lo[:k], hi[:k], sig[:k])
+    _forest(ax, bottom, est[-k:], lo[-k:], hi[-k:], sig[-k:])
+    mid = est[rest][np.isfinite(est[rest])]
+    centre = k + (band - 1) / 2
+    if len(mid) > 1:
+        parts = ax.violinplot(mid, positions=[centre], vert=False, widths=band - 0.6, showextrema=False)
+        for b in parts["bodies"]:
+            b.set_facecolor("#c9d6ea")
+            b.set_alpha(0.9)
+        q1, med, q3 = np.percentile(mid, [25, 50, 75])
+        ax.hlines(centre, q1, q3, color=PLAIN, lw=4)
+        ax.scatter([med], [centre], color="white", edgecolor=PLAIN, s=30, zorder=4)
+        jitter = np.random.default_rng(0).uniform(-0.35, 0.35, len(mid)) * (band - 1) / 2
+        ax.scatter(mid, centre + jitter, s=3, color=PLAIN, alpha=0.35, zorder=2)
+    n_mid = len(t) - 2 * k
+    ax.set_yticks([*top, centre, *bottom], [*names[:k], f"{n_mid} other personas\n(distribution, box: quartiles)",
+                                           *names[-k:]], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("difference to control (accuracy points, 95% CI)")
+    ax.set_title(f"the {k} best and {k} worst personas; " + head, fontsize=9)
+    x = np.arange(1, len(t) + 1)
+    rx.fill_between(x, lo, hi, color="#c9d6ea", lw=0, label="95% interval")
+    rx.plot(x, est, color=PLAIN, lw=1.2, label="difference")
+    ends = np.r_[0:k, len(t) - k:len(t)]
+    rx.scatter(x[ends], est[ends], s=12, c=np.where(sig[ends], SIGNIFICANT, "#e67e22"), zorder=3,
+               label=f"the {k} best and worst (labelled left)")
+    if sig.any():
+        rx.scatter(x[sig], est[sig], s=12, color=SIGNIFICANT, zorder=4)
+    rx.axhline(0, color="black", lw=0.8)
+    rx.set_xlabel("rank (1 = largest difference)")
+    rx.set_ylabel("difference to control (points)")
+    rx.set_title(f"all {len(t)} personas ranked", fontsize=9)
+    rx.legend(fontsize=7, loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def mechanism_scatter(points: pd.DataFrame, measures: dict[str, str], correlations: Optional[pd.DataFrame] = None,
+def mechanism_scatter(table: pd.DataFrame, measures: dict[str, str], correlations: Optional[pd.DataFrame] = None,
                       title: str = ""):
     """Each mechanism measure (x) against the difference to control (y), one point per role (both averaged over
     the role's templates, as the correlation is computed), with the correlation and its interval in the panel
     title. `measures` maps column -> axis label."""
-    cols = [c for c in measures if c in points and points[c].notna().any()]
-    if "role" in points:
-        points = points.groupby("role")[[c for c in cols + ["delta"] if c in points]].mean().reset_index()
+    cols = [c for c in measures if c in table and table[c].notna().any()]
+    if "role" in table:
+        table = table.groupby("role")[[c for c in cols + ["delta"] if c in table]].mean().reset_index()
     fig, axes = plt.subplots(1, max(len(cols), 1), figsize=(4.2 * max(len(cols), 1), 3.8), squeeze=False)
     for ax, col in zip(axes[0], cols):
-        ok = points[col].notna() & points["delta"].notna()
-        ax.scatter(points.loc[ok, col], _points(points.loc[ok, "delta"]), s=12, color=PLAIN, alpha=0.7)
+        ok = table[col].notna() & table["delta"].notna()
+        ax.scatter(table.loc[ok, col], points(table.loc[ok, "delta"]), s=12, color=PLAIN, alpha=0.7)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xlabel(measures[col])
         ax.set_ylabel("difference to control (points, role mean)")
@@ -122,24 +176,36 @@ def strategies(table: pd.DataFrame, title: str = ""):
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) + 1.5))
     sig = t["significant"].fillna(False).astype(bool) if "significant" in t else pd.Series(False, index=t.index)
     colors = [SIGNIFICANT if s else PLAIN for s in sig]  # corrected p only (analysis.families)
-    _interval_bars(ax, list(t["strategy"]), t["delta"], t["ci_low"], t["ci_high"], colors)
+    _interval_bars(ax, [str(s).replace("_", " ") for s in t["strategy"]], t["delta"], t["ci_low"], t["ci_high"],
+                   colors)
     ax.set_title(title or "persona selection on the test questions (red: significant after correction)")
     fig.tight_layout()
     return fig
 
 
-def role_model_heatmap(deltas: pd.DataFrame, title: str = ""):
-    """Roles (rows) x models (columns): difference to control, mean over templates, in points."""
+def role_model_heatmap(deltas: pd.DataFrame, title: str = "", extremes: int = 20):
+    """Roles (rows) x models (columns): difference to control, mean over templates, in points; above
+    2 x `extremes` roles, the `extremes` with the largest and the smallest mean over models only."""
     d = deltas.copy()
     d = d.loc[d.mean(axis=1).sort_values(ascending=False).index]
-    values = _points(d.to_numpy().ravel()).reshape(d.shape)
+    n_roles = len(d)
+    if n_roles > 2 * extremes:
+        d = pd.concat([d.head(extremes), d.tail(extremes)])
+    values = points(d.to_numpy().ravel()).reshape(d.shape)
     lim = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
     fig, ax = plt.subplots(figsize=(2.2 + 1.3 * d.shape[1], 1.2 + 0.16 * d.shape[0]))
     im = ax.imshow(values, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     ax.set_xticks(range(d.shape[1]), d.columns, rotation=30, ha="right")
-    ax.set_yticks(range(d.shape[0]), d.index, fontsize=max(4, min(9, 400 // max(d.shape[0], 1))))
+    ax.set_yticks(range(d.shape[0]), d.index, fontsize=8)
+    if n_roles > len(d):
+        ax.axhline(extremes - 0.5, color="black", lw=2)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(v) > 0.6 * lim else "black")
     fig.colorbar(im, ax=ax, label="difference to control (points)")
-    ax.set_title(title or "roles x models")
+    ax.set_title(title or (f"roles x models: the {extremes} highest and {extremes} lowest of {n_roles} roles "
+                           "(mean over models)" if n_roles > len(d) else "roles x models"), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -153,7 +219,7 @@ def logit_vs_generation(personas: pd.DataFrame, pairs: pd.DataFrame, title: str 
     colors = {"same": (PLAIN, "same sign"), "opposite": (SIGNIFICANT, "opposite signs"), "zero": ("#999999", "zero under one")}
     for ax, (_, p) in zip(axes[0], pairs.iterrows()):
         t = personas[personas["pair"] == p["pair"]]
-        x, y = _points(t["delta_logit"]), _points(t["delta_generate"])
+        x, y = points(t["delta_logit"]), points(t["delta_generate"])
         for sign, (color, label) in colors.items():
             m = (t["sign"] == sign).to_numpy()
             if m.any():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 from pathlib import Path
 from typing import Optional
@@ -10,29 +9,30 @@ from typing import Optional
 import pandas as pd
 
 from persona_bench.analysis.runs import Results
-from persona_bench.report.analyse import domain_table, jsonable, methods
+from persona_bench.report.analyse import domain_table, methods
 from persona_bench.report.claims import families_html, power_sentence, verdict_sentence
+from persona_bench.report.cross_html import cross_model_html
+from persona_bench.report.tables import FEW_QUESTIONS, few_questions_badge, figure_html, header, table_html
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:24px auto;padding:0 16px;color:#222}
+CSS = """body{font-family:system-ui,sans-serif;max-width:1320px;margin:24px auto;padding:0 16px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:2em}h3{margin-top:1.4em}
-table{border-collapse:collapse;font-size:.85em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+p,li{max-width:1100px}
+table{border-collapse:collapse;font-size:.85em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
+th{background:#f3f3f3;vertical-align:bottom;max-width:8.5em}.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;border:1px solid #eee}
 .note{color:#555;font-size:.9em}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.8em}
 nav a{margin-right:12px}details{margin:6px 0}.scroll{overflow-x:auto;max-width:100%}
-.warning{background:#fff0f0;border:2px solid #c00;padding:8px 12px;margin:10px 0}"""
+.warning{background:#fff0f0;border:2px solid #c00;padding:8px 12px;margin:10px 0}
+.badge{background:#fff8e1;border-left:5px solid #e6a700;padding:4px 10px;margin:8px 0;font-size:.9em}"""
 
 
-def _table(df, max_rows: Optional[int] = None) -> str:
-    if df is None or (isinstance(df, pd.DataFrame) and df.empty):
-        return '<p class="note">(nothing to show)</p>'
-    t = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
-    if max_rows is not None and len(t) > max_rows:
-        t = t.head(max_rows)
-    return "<div class='scroll'>" + t.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0) + "</div>"
+def _table(df, max_rows: Optional[int] = None, unit: Optional[str] = "points", **kw) -> str:
+    return table_html(df, unit=unit, max_rows=max_rows, **kw)
 
 
 def _num(x) -> str:
-    return "n/a" if x is None or x != x else f"{x:+.4f}"
+    """A difference in accuracy points: '+3.8 pts'."""
+    return "n/a" if x is None or x != x else f"{100 * x:+.1f} pts"
 
 
 def _pct(x) -> str:
@@ -40,12 +40,63 @@ def _pct(x) -> str:
 
 
 def _acc(x) -> str:
-    return "n/a" if x is None or x != x else f"{x:.4f}"
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
+def _img(path: Path, alt: str, n: Optional[int] = None, what: str = "questions") -> str:
+    return figure_html(path, alt, n, what)
+
+
+HEADLINE = ["model", "n_questions", "n_personas", "control_accuracy", "persona_accuracy", "delta", "ci_low", "ci_high",
+            "p", "p_adj", "significant", "n_significant_better", "n_significant_worse", "share_significant"]
+BEST = {"model": "model", "best_persona": "persona", "best_raw_delta": "delta", "best_shrunken": "shrunken",
+        "best_ci_low": "ci_low", "best_ci_high": "ci_high", "best_sim_ci_low": "sim_ci_low",
+        "best_sim_ci_high": "sim_ci_high", "best_rank_ci_low": "rank_ci_low", "best_rank_ci_high": "rank_ci_high",
+        "n_could_be_best": "n_could_be_best", "best_p_holm": "best_p_holm"}
+
+
+def _headline_html(sbs: pd.DataFrame) -> str:
+    """The side-by-side table as two narrower ones: every persona against control, and the best persona."""
+    if sbs is None or not len(sbs):
+        return _table(sbs)
+    best = sbs[[c for c in BEST if c in sbs]].rename(columns=BEST)
+    return ("<p><b>All personas together against the control</b> (mean over personas; p corrected in the "
+            "contrasts family):</p>" + _table(sbs[[c for c in HEADLINE if c in sbs]])
+            + "<p><b>The best persona</b>, chosen selection-aware (largest shrunken difference; its interval, "
+            "simultaneous interval over all personas and rank interval; see each model's section):</p>"
+            + _table(best))
+
+
+RANDOMNESS = {  # randomness key -> (what it measures, unit: "n", "%" or "pts")
+    "n_questions": ("questions", "n"), "n_personas": ("personas", "n"),
+    "mean_sd_across_personas": ("mean SD of correctness across personas, per question", "pts"),
+    "share_questions_personas_disagree": ("questions on which the personas disagree", "%"),
+    "share_questions_all_agree_with_control": ("questions on which every persona agrees with the control", "%"),
+    "share_questions_some_persona_flips_control": ("questions on which some persona differs from the control", "%"),
+    "n_splits": ("random halvings of the questions", "n"),
+    "share_best_above_control_on_b": ("halvings where the best persona of one half beats control on the other", "%"),
+    "mean_delta_a_best": ("the best persona's difference on the half that chose it", "pts"),
+    "mean_delta_b_best": ("the same persona's difference on the other half", "pts"),
+    "mean_delta_b_all": ("every persona's mean difference on the other half", "pts"),
+    "share_same_best": ("halvings where both halves pick the same best persona", "%"),
+    "mean_spearman_halves": ("rank correlation of the persona differences between halves (Spearman)", "n"),
+}
+
+
+def _randomness_table(rnd: dict) -> pd.DataFrame:
+    rows = []
+    for k, v in rnd.items():
+        what, unit = RANDOMNESS.get(k, (k.replace("_", " "), "n"))
+        if v is None or v != v:
+            shown = ""
+        elif unit == "pts":
+            shown = f"{100 * v:+.1f} pts" if "delta" in k else f"{100 * v:.1f} pts"
+        elif unit == "%":
+            shown = f"{100 * v:.1f}%"
+        else:
+            shown = f"{v:,}" if isinstance(v, int) else f"{v:.3g}"
+        rows.append({"measure": what, "value": shown})
+    return pd.DataFrame(rows)
 
 
 def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dict) -> str:
@@ -56,11 +107,13 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
              f"<p class='note'>Made {e(meta['created'])} from {len(meta['runs'])} run(s) of "
              f"{len(result['per_model'])} model(s) by <code>{e(meta['command'])}</code>. "
              f"Intervals are 95% paired bootstrap intervals over questions ({meta['options']['n_boot']} resamples); "
-             "differences are in accuracy (0.01 = 1 point).</p>",
+             "accuracies are in %, differences in accuracy points (pts: +1.0 = one percentage point more "
+             f"accuracy than the control). A yellow badge marks a table or figure that rests on fewer than "
+             f"{FEW_QUESTIONS} questions.</p>",
              *(f"<p class='warning'><b>Warning:</b> {e(w)}</p>" for w in meta.get("warnings", [])),
              "<nav>" + "".join(f"<a href='#{e(m)}'>{e(m)}</a>" for m in result["per_model"]) +
              "<a href='#cross'>models side by side</a><a href='#methods'>methods</a><a href='#runs'>runs</a></nav>",
-             "<h2 id='headline'>Headline</h2>", _table(result["cross_model"]["side_by_side"]),
+             "<h2 id='headline'>Headline</h2>", _headline_html(result["cross_model"]["side_by_side"]),
              _noise_floor_html(meta["runs"])]
     for model, a in result["per_model"].items():
         parts.append(f"<h2 id='{e(model)}'>{e(model)}</h2>")
@@ -80,15 +133,19 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
         parts.append("<h3>Does any persona beat the control?</h3>")
         if f"{model}/personas" in figs:
             parts.append(_img(figs[f"{model}/personas"], f"{model} persona differences"))
+        short = [c for c in ("template", "role", "n_questions", "accuracy", "control_accuracy", "delta", "ci_low",
+                             "ci_high", "n_better", "n_worse", "p_adj", "significant", "verdict") if c in p]
         cols = [c for c in ("template", "role", "role_category", "gender", "domain", "n_questions", "accuracy",
                             "control_accuracy", "delta", "ci_low", "ci_high", "n_better", "n_worse", "p", "p_adj",
                             "q_bh", "significant", "p_equiv_adj", "verdict") if c in p]
-        ranked = p.sort_values("delta", ascending=False)[cols]
+        ranked = p.sort_values("delta", ascending=False)
         if len(ranked) > 20:
-            parts.append("<p>Best ten and worst ten personas:</p>" + _table(ranked.head(10)) + _table(ranked.tail(10)))
-            parts.append("<details><summary>all personas</summary>" + _table(ranked) + "</details>")
+            parts.append("<p>Best ten and worst ten personas:</p>" + _table(ranked[short].head(10))
+                         + _table(ranked[short].tail(10)))
+            parts.append(f"<details><summary>all {len(ranked)} personas</summary>" + _table(ranked[cols])
+                         + "</details>")
         else:
-            parts.append(_table(ranked))
+            parts.append(_table(ranked[cols]))
         if "shrinkage" in a:
             parts.append(_best_persona_html(a["shrinkage"], a.get("best_persona") or {}))
         if "attributes" in a:
@@ -101,7 +158,8 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
         if f"{model}/factors" in figs:
             parts.append(_img(figs[f"{model}/factors"], f"{model} factors"))
         for name, t in a["groups"].items():
-            parts.append(f"<p><b>by {e(name)}</b> (descriptive, unadjusted)</p>" + _table(t))
+            parts.append(f"<p><b>by {e(header(name))}</b> (descriptive, unadjusted)</p>"
+                         + _table(t.drop(columns=["factor"], errors="ignore")))
         parts.append("<p><b>contrasts</b> (descriptive, unadjusted)</p>" + _table(a["contrasts"]))
         parts.append("<h3>Expertise domains, descriptive (unadjusted): in-domain versus out-of-domain questions</h3>"
                      "<p class='note'>In-domain and out-of-domain pairs lie on different questions, so a subject on "
@@ -125,32 +183,33 @@ def render_html(result: dict, results: Results, figs: dict[str, Path], meta: dic
                      f"{_num(rnd.get('mean_delta_a_best'))} on the half that chose it). On "
                      f"{_pct(rnd.get('share_questions_personas_disagree'))} of the questions the personas disagree "
                      f"about correctness.</p>")
-        parts.append(_table(pd.DataFrame({"measure": list(rnd), "value": [str(jsonable({"v": v})["v"]) for v in rnd.values()]})))
+        parts.append(_table(_randomness_table(rnd), transpose=False))
         parts.append("<h3>Mechanisms: why do some personas do better?</h3>")
         if f"{model}/mechanisms" in figs:
             parts.append(_img(figs[f"{model}/mechanisms"], f"{model} mechanisms"))
-        parts.append(_table(a["correlations"]))
+        parts.append(_table(a["correlations"], unit=None))
         parts.append("<h3>Can the best persona be found automatically?</h3>")
         if f"{model}/strategies" in figs:
-            parts.append(_img(figs[f"{model}/strategies"], f"{model} strategies"))
+            n_test = int(a["strategies"]["n_test"].max())
+            parts.append((few_questions_badge(n_test, "test questions") if n_test < FEW_QUESTIONS else "")
+                         + _img(figs[f"{model}/strategies"], f"{model} strategies"))
         parts.append("<p class='note'><i>interval</i>: 'selection re-run' resamples the train and the test questions "
                      "and chooses again on every resample, so the interval includes the luck of the train questions; "
                      "'test questions' holds the choice fixed (the strategies without a training step, and the "
                      "classifier, whose fit is kept). <i>p</i> is raw (see <i>test</i>); the random strategy is its "
                      "exact expected accuracy, tested with a paired t-test over the test questions.</p>")
-        parts.append(_table(a["strategies"]))
-    parts.append("<h2 id='cross'>Models side by side</h2>")
-    if "rank_agreement" in result["cross_model"]:
-        parts.append("<p>Do the models agree on which roles help? Spearman correlation of per-role accuracy:</p>")
-        parts.append(_table(result["cross_model"]["rank_agreement"]))
-    if "role_model_heatmap" in figs:
-        parts.append(_img(figs["role_model_heatmap"], "roles x models"))
+        st = a["strategies"]
+        parts.append(_table(st.drop(columns=["detail"], errors="ignore"), n_col="", transpose=False))
+        if "detail" in st:  # the badge stands above the figure
+            parts.append("<details><summary>what each strategy chose</summary><ul>" + "".join(
+                f"<li><b>{e(str(r.strategy))}</b>: {e(str(r.detail))}</li>" for r in st.itertuples()) + "</ul></details>")
+    parts.append(cross_model_html(result, figs))
     if "logit_vs_generation" in result["cross_model"]:
         parts.append(_logit_vs_generation_html(result["cross_model"]["logit_vs_generation"], figs))
     parts.append("<h2 id='methods'>Methods</h2><ul>" + "".join(f"<li>{e(m)}</li>" for m in methods(result)) + "</ul>")
     parts.append("<h2 id='runs'>Runs: data and model stamps</h2>")
     stamps = pd.DataFrame([_stamp_row(r) for r in meta["runs"]])
-    parts.append(_table(stamps))
+    parts.append(_table(stamps, unit=None))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -201,11 +260,10 @@ def _best_persona_html(table: pd.DataFrame, best: dict) -> str:
     parts = ["<h3>Which persona is best? Shrunken estimates and rank intervals</h3>",
              "<p class='note'>The largest of hundreds of noisy differences overstates its persona. <i>shrunken</i> "
              "is the empirical-Bayes estimate (each persona's deviation from the persona mean pulled toward 0 by how "
-             "noisy it is, normal prior) with its 95% interval (ci_low, ci_high); <i>sim_ci_low/high</i> are "
-             "simultaneous 95% intervals over all personas, valid for a persona picked after looking, whatever the "
-             "prior; rank_ci_low/high is a 95% confidence interval for the persona's rank (1 = best; Mogstad et al. "
-             "2024). <i>prior_outlier</i>: the normal prior does not explain this persona; read its simultaneous "
-             "interval.</p>"]
+             "noisy it is, normal prior) with its <i>95% CI</i>; the <i>simultaneous 95% CI</i> holds over all "
+             "personas at once, valid for a persona picked after looking, whatever the prior; <i>rank 95% CI</i> is a "
+             "95% confidence interval for the persona's rank (1 = best; Mogstad et al. 2024). <i>prior outlier</i>: "
+             "the normal prior does not explain this persona; read its simultaneous interval.</p>"]
     if best:
         outlier = (" The normal prior does not fit this persona (an isolated difference): its shrunken estimate "
                    "may be pulled too far; the simultaneous interval holds." if best.get("prior_outlier") else "")
@@ -230,8 +288,10 @@ def _attributes_html(att: dict) -> str:
              "freedom and a wide interval). Domain match compares a role on its own domain's questions with itself "
              "elsewhere, on the same questions as the other personas. <i>p</i> is raw; corrected values are in the "
              "families table.</p>",
-             *(f"<p class='warning'><b>Collinearity:</b> {e(w)}</p>" for w in att.get("warnings") or []),
-             _table(att.get("estimates")),
+             ("<div class='warning'><b>Collinearity:</b><ul>" + "".join(f"<li>{e(w)}</li>" for w in att["warnings"])
+              + "</ul></div>" if att.get("warnings") else ""),
+             _table(pd.DataFrame(att.get("estimates")).drop(columns=["factor", "level", "equivalent"],
+                                                             errors="ignore")),
              f"<p class='note'>{e(str(att.get('specification', '')))} n = {att.get('n_obs')} persona prompts, "
              f"{att.get('n_roles')} roles, {att.get('n_questions')} questions. Not estimated (aliased): "
              f"{e('; '.join(att.get('dropped') or []) or 'none')}. {e(' '.join(att.get('notes') or []))}</p>",
@@ -255,7 +315,7 @@ def _logit_vs_generation_html(pairs: pd.DataFrame, figs: dict[str, Path]) -> str
              "questions above <i>split_half_spearman_cross</i> is shared per-prompt noise, not a persona effect.</p>"]
     if "logit_vs_generation" in figs:
         parts.append(_img(figs["logit_vs_generation"], "persona differences: logits against generation"))
-    parts.append(_table(pairs))
+    parts.append(_table(pairs, unit=None))
     return "\n".join(parts)
 
 

@@ -30,7 +30,7 @@ from typing import Optional
 
 from persona_bench.analysis.runs import NoRuns, load_runs
 from persona_bench.outputs import FIGURES_DIR, REPORT_DIR, REPORT_HTML, REPORT_JSON
-from persona_bench.report import figures
+from persona_bench.report import cross_figures, figures
 from persona_bench.report.analyse import (
     MEASURES,
     Options,
@@ -48,7 +48,8 @@ def make_figures(result: dict, fig_dir: Path) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for model, a in result["per_model"].items():
         groups = a["groups"]
-        panels = {name: groups[name] for name in ("template", "role_category", "gender") if name in groups}
+        panels = {name.replace("_", " "): groups[name] for name in ("template", "role_category", "gender")
+                  if name in groups}
         paths[f"{model}/factors"] = figures.save(
             figures.factor_panels(panels, title=f"{model}: difference to control by template, category and gender"),
             fig_dir / f"{model}_factors.png")
@@ -68,6 +69,23 @@ def make_figures(result: dict, fig_dir: Path) -> dict[str, Path]:
                 figures.strategies(a["strategies"], title=f"{model}: persona selection on the "
                                    f"{a['strategies']['n_test'].max()} test questions (red: significant after Holm's correction)"),
                 fig_dir / f"{model}_strategies.png")
+    per = result["per_model"]
+    cross_figs = {
+        "persona_distributions": lambda: cross_figures.distributions({m: a["persona_effects"] for m, a in per.items()}),
+        "factors_by_model": lambda: cross_figures.factors_by_model({m: a["groups"] for m, a in per.items()}),
+        "audience_vs_speaker": lambda: cross_figures.audience_vs_speaker(
+            {m: a["template_pairs"] for m, a in per.items() if len(a.get("template_pairs", ()))}),
+        "gender_pairs": lambda: cross_figures.gender_pairs(
+            {m: a["gender_pairs"] for m, a in per.items() if len(a.get("gender_pairs", ()))}),
+        "subject_template": lambda: cross_figures.subject_heatmap(
+            {m: a["subject_template"] for m, a in per.items() if len(a.get("subject_template", ()))}),
+    }
+    needs = {"audience_vs_speaker": "template_pairs", "gender_pairs": "gender_pairs",
+             "subject_template": "subject_template"}
+    for key, draw in cross_figs.items():
+        if key in needs and not any(len(a.get(needs[key], ())) for a in per.values()):
+            continue
+        paths[key] = figures.save(draw(), fig_dir / f"{key}.png")
     cross = result["cross_model"]
     heat = cross["role_model_delta"]
     if len(heat):
