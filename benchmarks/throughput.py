@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --n-prompts 16          # a quick look (a few whole batches)
     python benchmarks/throughput.py --n-prompts 500 scoring=letter
     python benchmarks/throughput.py --compare-lm-eval       # also lm-evaluation-harness on the same prompts
+    python benchmarks/throughput.py --profile 30            # also the operators that take the time (torch.profiler)
     python benchmarks/throughput.py model=llama2 device=cuda --n-prompts 5000
 
 It builds the run's real prompts (the config's questions x personas, as `run.py`
@@ -88,6 +89,9 @@ def main() -> None:
                     help="also score the same prompts with lm-evaluation-harness (if installed)")
     ap.add_argument("--lm-eval-batch-size", type=int, default=16)
     ap.add_argument("--json", type=Path, help="write the figures to this file")
+    ap.add_argument("--profile", type=int, default=0, metavar="K",
+                    help="after the timed run, score the same prompts again under torch.profiler and print the K "
+                         "operators with the most self CPU time (what is not a matmul shows here)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, as for run.py (model=..., scoring=..., device=...)")
     args = ap.parse_args()
 
@@ -169,10 +173,31 @@ def main() -> None:
     print(f"fraction_model_flops_only={out['fraction_model_flops_only']}  (2 x non-embedding params per token plus "
           "attention over the time of everything, output layer included)")
     print(f"fraction_of_matmul_ceiling={out['fraction_of_matmul_ceiling']}")
+    if args.profile:
+        out["profile"] = profile_ops(backend, items, job, args.profile)
     if args.compare_lm_eval:
         out["lm_eval"] = compare_lm_eval(items, results, info, cfg, method, seconds, args.lm_eval_batch_size)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
+
+
+def profile_ops(backend, items, job, k: int) -> list[dict]:
+    """Score the items once more under torch.profiler; print and return the k operators with the most
+    self CPU time, with their share of the whole."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from persona_bench.run.batching import score_items
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        score_items(backend, items, job, {}, lambda b, r: None)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) or 1
+    rows = [{"op": e.key, "calls": e.count, "self_s": round(e.self_cpu_time_total / 1e6, 3),
+             "share": round(e.self_cpu_time_total / total, 4)} for e in ops[:k]]
+    print(f"{'operator':<44} {'calls':>7} {'self s':>8} {'share':>7}")
+    for r in rows:
+        print(f"{r['op'][:44]:<44} {r['calls']:>7} {r['self_s']:>8.2f} {r['share']:>7.1%}")
+    return rows
 
 
 def compare_lm_eval(items, results, info, cfg, method: str, seconds: float, batch_size: int) -> dict:

@@ -13,6 +13,7 @@ from importlib import resources
 
 import pandas as pd
 import pytest
+import yaml
 from helpers import CONF, SHARED, compose_cfg, dummy_cfg
 from transformers import AutoTokenizer
 
@@ -266,6 +267,9 @@ DEFAULT_SYSTEM_PROMPT = {
     "llama3": False,  # Meta-Llama-3-8B-Instruct: no system header unless one is given (unlike Llama 3.1's dated one)
     "mistral": False,  # Mistral-7B-Instruct-v0.2: no system turn of its own
     "qwen2_5": True,  # "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    # model=hf: any model, so unknown until its tokenizer loads; the plan and the load warn when its template
+    # adds a system prompt of its own, naming model.control_system=empty (bound_placement, models/hub.py)
+    "hf": None,
 }
 
 
@@ -274,6 +278,9 @@ def test_every_model_config_has_a_persona_free_control():
     assert set(names) == set(DEFAULT_SYSTEM_PROMPT), "a new model config: add its chat template's behaviour here"
     for name in names:
         expected = "empty" if DEFAULT_SYSTEM_PROMPT[name] else "none"
+        if name == "hf":  # its other keys need model.path and the model's config.json to compose
+            assert yaml.safe_load((CONF / "model" / "hf.yaml").read_text())["control_system"] == expected
+            continue
         assert compose_cfg([f"model={name}"]).model.control_system == expected, name
 
 
