@@ -220,7 +220,7 @@ def _all(*contexts):
 
 
 def _one_matmul_head(blocked):
-    def head(model, hidden, ids, block=4096):
+    def head(model, hidden, ids, block=None):
         return blocked(model, hidden, ids, block=model.get_output_embeddings().weight.shape[0])
     return head
 

@@ -170,9 +170,11 @@ def test_the_report_shows_the_noise_floor(tmp_path):
 
 @pytest.mark.parametrize("window", [4, 64])
 def test_the_cloze_reference_equals_one_pass_per_option(window):
-    """The reference encodes the prompt once and continues each option from a copy of the model's own KV
-    cache: the same log-likelihoods as one plain forward pass over prompt + option per option (fp32),
-    also where Gemma 3's sliding-window layers see fewer positions than prompt + option has."""
+    """The reference encodes the prompt once, continues each option from a copy of the model's own KV
+    cache and puts every predicting state through the output layer together: the same log-likelihoods
+    as one plain forward pass over prompt + option per option (fp32), also where Gemma 3's
+    sliding-window layers see fewer positions than prompt + option has; its letter scores are the
+    model's own last-position logits."""
     from test_scoring import _random_requests, _tiny_gemma3
 
     from persona_bench.scoring.reference import reference_one
@@ -184,3 +186,8 @@ def test_the_cloze_reference_equals_one_pass_per_option(window):
             want = [torch.log_softmax(model(input_ids=torch.tensor([r.prompt_ids + o[:-1]])).logits[0, -len(o):].float(), -1)
                     .gather(1, torch.tensor(o).unsqueeze(1)).sum().item() for o in r.option_ids]
         assert got == pytest.approx(want, abs=1e-4, rel=1e-5)
+        r.label_ids = [5, 17, 40, 91]
+        letter = reference_one(model, r, "causal", "letter")
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([r.prompt_ids])).logits[0, -1].float()
+        assert letter.scores == pytest.approx(logits[r.label_ids].tolist(), abs=1e-4, rel=1e-5)
