@@ -73,9 +73,10 @@ def head_logits(model, hidden: torch.Tensor, ids: torch.Tensor, block: Optional[
     re-reading it cost more than the matmul. Each (rows x block) block's log-sum-exp comes
     from torch's fused log-softmax kernel, which takes a row's max, its sum of exponentials
     and its output in one sweep while the row is in cache: lse = x_0 - log_softmax(x)_0.
-    On the embedded model in bf16 (AMD EPYC, AVX512-BF16, 2 threads) the head then took
-    1.11-1.15x its matmuls alone, against 1.28-1.35x for the running max, subtract, exp and
-    sum over (block x rows) blocks it replaces; the normaliser moved by at most 1e-6."""
+    On the embedded model's head shape in bf16 (AMD EPYC, AVX512-BF16, 2 threads;
+    benchmarks/head_lse.py) the head then took 1.12-1.15x its matmuls alone, against 1.30-1.39x
+    for the running max, subtract, exp and sum over (block x rows) blocks it replaces; the
+    normaliser moved by at most 1e-6."""
     head = model.get_output_embeddings()
     weight = getattr(head, "weight", None)
     if not (isinstance(head, torch.nn.Linear) and head.bias is None and weight is not None and weight.dtype == hidden.dtype):
