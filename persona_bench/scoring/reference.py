@@ -13,14 +13,15 @@ arithmetic on the logits.
             prompt + option per option (lm-evaluation-harness's loglikelihood), the prompt encoded
             once instead of once per option (seq2seq: encoder and decoder per option)
 
+  generate  the labels' logit answer on the same prompt (letter after the label prefix); the generated
+            text is not checked
+
 Causal models: the body (the model's own base model) runs one sequence at a time; its states that
 predict a scored token go through the model's own output layer together, once per prompt (the rows
 of a matrix product are independent, so the numbers are those of one product per sequence). In
 fp32 on a CPU that product is the reference's largest cost: a 262,144-token vocabulary at 4 bytes is
 read once per prompt instead of once per option, and the self-check of the demo takes about half
 as long.
-  generate  the labels' logit answer on the same prompt (letter after the label prefix); the generated
-            text is not checked
 
 compare(run, reference) is what the self-check records: the share of identical predicted answers and
 the largest absolute difference of the options' probabilities (Result.probs)."""
@@ -57,7 +58,7 @@ def _body(model, ids: list[int], cache=None):
 def _head(model, states: torch.Tensor) -> torch.Tensor:
     """fp32 logits of hidden states (rows x hidden): the model's own output layer, with its logit
     soft-capping where the model has one (Gemma 2)."""
-    return softcap(model, model.get_output_embeddings()(states.contiguous()).float())
+    return softcap(model, model.get_output_embeddings()(states).float())
 
 
 def _seq2seq_logits(model, prompt: list[int], decoder: list[int]) -> torch.Tensor:
@@ -106,17 +107,13 @@ def _causal_option_logprobs(model, prompt: list[int], options: list[list[int]]) 
     if not any(options):
         return [0.0] * len(options)
     hidden, cache = _body(model, prompt)
-    states, spans = [hidden[-1:]], []
-    for o in options:
-        at = sum(len(s) for s in states)
-        if len(o) > 1:
-            states.append(_body(model, o[:-1], cache)[0])
-        spans.append(at)
+    states = [hidden[-1:]] + [_body(model, o[:-1], cache)[0] for o in options if len(o) > 1]
     logits = _head(model, torch.cat(states))
-    sums = []
-    for o, at in zip(options, spans):
-        rows = torch.cat([logits[:1], logits[at : at + len(o) - 1]]) if o else logits[:0]
-        sums.append(_option_logprob(rows, o) if o else 0.0)
+    sums, at = [], 1  # row 0 predicts every option's first token; each option's own rows follow in order
+    for o in options:
+        n = max(len(o) - 1, 0)
+        sums.append(_option_logprob(torch.cat([logits[:1], logits[at : at + n]]), o) if o else 0.0)
+        at += n
     return sums
 
 
