@@ -33,6 +33,15 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def attention_kernels(device: torch.device) -> None:
+    """On CUDA, take cuDNN out of `scaled_dot_product_attention`'s backends (flash and memory-efficient
+    attention remain). torch 2.11 sends masked attention on Hopper to cuDNN first, and cuDNN builds an
+    execution plan for every new (batch, length) shape: every scoring batch and every decoding step
+    here has a new one (benchmarks/README.md#gpu-check measured the cost on an H200)."""
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def cpu_has_bf16() -> bool:
     """True where the CPU has bf16 matrix units (AMX or AVX512-BF16): bf16 is then faster than fp32."""
     cpu = getattr(torch, "cpu", None)

@@ -34,7 +34,7 @@ import torch
 
 from persona_bench.config.errors import ConfigError, Unavailable, UserError
 from persona_bench.config.schema import ModelConfig, default_cache_dir
-from persona_bench.models.devices import TORCH_DTYPES, resolve_device, resolve_dtype
+from persona_bench.models.devices import TORCH_DTYPES, attention_kernels, resolve_device, resolve_dtype
 from persona_bench.models.fastpath import contiguous_head, fuse_norms, inplace_mlp
 from persona_bench.models.quantization import check_quantized, logical_numel, quantization_stats
 
@@ -319,6 +319,7 @@ def load_model(cfg: ModelConfig, device: str = "auto", cache_dir: Optional[Path]
     dtype = resolve_dtype(cfg.dtype, dev, cfg.arch)
     check_quantization(cfg, dev)
     check_available(cfg)
+    attention_kernels(dev)
     t0 = time.perf_counter()
     where, kwargs, stamp = model_dir(cfg, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
