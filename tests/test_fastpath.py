@@ -120,11 +120,12 @@ def test_shape_ceiling_measures_the_model_shapes():
     assert rates["body"] > 0 and rates["head"] > 0
 
 
-def test_auto_batch_budget_follows_free_memory(tiny_model_dir):
+def test_auto_batch_budget_follows_free_memory(tiny_model_dir, monkeypatch):
     from transformers import AutoModelForCausalLM
 
     from persona_bench.models.cost import (
         CPU_BATCH_TOKENS,
+        GPU_SCORING_TOKENS,
         activation_bytes_per_token,
         auto_batch_tokens,
         tokens_for_memory,
@@ -136,6 +137,14 @@ def test_auto_batch_budget_follows_free_memory(tiny_model_dir):
     assert 0 < letter < cloze  # cloze keeps the prompt's key/value cache for its option rows
     assert tokens_for_memory(2**30, 100_000) == 10_496  # 1 GiB / 100 kB = 10,737 tokens, down to a step of 256
     assert tokens_for_memory(10, 100_000) == 1024 and tokens_for_memory(2**40, 1) == 262144
+    # On a GPU with room to spare, scoring stays at the measured best budget; generation takes the memory.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * 2**30, 80 * 2**30))
+    gpu = torch.device("cuda")
+    assert auto_batch_tokens(model, gpu, "letter") == auto_batch_tokens(model, gpu, "cloze") == GPU_SCORING_TOKENS
+    assert auto_batch_tokens(model, gpu, "generate") == 262144
+    little = 2 * 4096 * letter  # half of it holds 4,096 tokens' activations: memory rules
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (little, little))
+    assert auto_batch_tokens(model, gpu, "letter") == 4096
 
 
 def test_output_layer_never_copies_its_weight_per_row():

@@ -20,6 +20,13 @@ def bytes_per_param(dtype: str, quantization: str) -> float:
 
 
 CPU_BATCH_TOKENS = 4096  # on the CPU larger batches gain nothing and cost memory
+# On a GPU, scoring batches of more padded tokens than this ran slower, not faster: with the batches
+# cut longest first, fewer and wider batches pad more. 7B shape on an H200, 2,048 letter / 1,024 cloze
+# prompts of the paper grid's lengths, TFLOP/s at 8,192 / 16,384 / 32,768 / 65,536 tokens: letter 449,
+# 447, 430, 397 (262,144, what free memory allowed: 289); cloze 417, 397, 343, 257
+# (benchmarks/results/gpu_check_h200_*). Generation keeps the memory-sized budget: a decoding step
+# reads every weight once however many rows it has.
+GPU_SCORING_TOKENS = 8192
 
 
 def activation_bytes_per_token(model, method: str) -> int:
@@ -42,12 +49,14 @@ def activation_bytes_per_token(model, method: str) -> int:
 
 def auto_batch_tokens(model, device: torch.device, method: str, fraction: float = 0.5) -> int:
     """The batch budget for model.batch_tokens=0: on a GPU, the padded tokens whose activations fit in
-    `fraction` of the memory free once the weights are loaded (1,024 to 262,144, in steps of 256); on
-    the CPU 4,096. An estimate: out-of-memory still halves the budget and goes on."""
+    `fraction` of the memory free once the weights are loaded (1,024 to 262,144, in steps of 256), at
+    most GPU_SCORING_TOKENS for scoring; on the CPU 4,096. An estimate: out-of-memory still halves the
+    budget and goes on."""
     if device.type != "cuda":
         return CPU_BATCH_TOKENS
     free, _ = torch.cuda.mem_get_info(device)
-    return tokens_for_memory(free * fraction, activation_bytes_per_token(model, method))
+    budget = tokens_for_memory(free * fraction, activation_bytes_per_token(model, method))
+    return budget if method == "generate" else min(budget, GPU_SCORING_TOKENS)
 
 
 def tokens_for_memory(budget_bytes: float, per_token: int) -> int:
