@@ -19,9 +19,11 @@ PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "huggingface_hu
 # Tolerances: the largest allowed |difference| of any label (option) probability, and the least share of
 # equal predictions (near-ties flip). Measured with bitsandbytes' CPU backend on 128 letter requests of
 # the sharpened tiny model (largest difference, agreement): bf16 vs fp32 0.004, 0.99; 8bit vs bf16 0.012,
-# 0.99; 4bit vs bf16 0.13, 0.74. The GPU kernels round differently: the JSON keeps every figure.
+# 0.99; 4bit vs bf16 0.13, 0.74. The GPU kernels round differently: the JSON keeps every figure. fp32 in
+# other batches: every decisive prediction equal (close), and ties may flip (on an H200, 2 of 128 cloze
+# rows whose top two options were within 4e-7 of each other, with every probability within 3.5e-7).
 TOL = {"fp32": 1e-4, "bf16": 0.02, "8bit": 0.05, "4bit": 0.3}
-MIN_AGREEMENT = {"fp32": 1.0, "bf16": 0.9, "8bit": 0.9, "4bit": 0.6}
+MIN_AGREEMENT = {"fp32": 0.95, "bf16": 0.9, "8bit": 0.9, "4bit": 0.6}
 
 
 class CheckFailed(AssertionError):
@@ -117,7 +119,9 @@ def compare(ref: list, other: list, tol: float) -> dict:
 
 
 def close(c: dict, tol: float, min_agreement: float) -> bool:
-    return c["finite"] and c["max_prob_diff"] <= tol and c["agreement"] >= min_agreement
+    """Every probability within `tol`, every decisive prediction equal, and at least `min_agreement` of all."""
+    return (c["finite"] and c["max_prob_diff"] <= tol and c["decisive_agreement"] == 1.0
+            and c["agreement"] >= min_agreement)
 
 
 def jsonable(x):

@@ -99,9 +99,10 @@ def build_random_llama(shape: dict, dtype: str, dev: torch.device, seed: int = 0
     weights for the same seed; norms fused and the output layer hooked as load_model does."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from persona_bench.models.devices import TORCH_DTYPES
+    from persona_bench.models.devices import TORCH_DTYPES, attention_kernels
     from persona_bench.models.fastpath import contiguous_head, fuse_norms
 
+    attention_kernels(dev)  # as load_model does
     cfg = LlamaConfig(**shape, max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
                       bos_token_id=1, eos_token_id=2, pad_token_id=0)
     with torch.device(dev), skip_init():
@@ -384,10 +385,11 @@ for _size in SHAPES:
     STEPS[f"score_{_size}"] = lambda ctx, s=_size: check_score(ctx, s)
     STEPS[f"generate_{_size}"] = lambda ctx, s=_size: check_generate(ctx, s)
     STEPS[f"agree_{_size}"] = lambda ctx, s=_size: check_agree(ctx, s)
-# Seconds each step is expected to take on an H100/H200 (a step starts only when the budget has this
-# much left); --small runs are a few seconds each.
-ESTIMATE = {"matmul": 5, "score_7b": 100, "generate_7b": 30, "agree_7b": 45, "score_13b": 110, "generate_13b": 40,
-            "agree_13b": 80}
+# Seconds each step may take on an H100/H200 (a step starts only when the budget has this much left):
+# about 1.25x what each took on an H200 (2026-11-30: 1, 62, 10, 17, 68, 12 and 32 s); --small runs are
+# a few seconds each.
+ESTIMATE = {"matmul": 5, "score_7b": 80, "generate_7b": 15, "agree_7b": 25, "score_13b": 85, "generate_13b": 20,
+            "agree_13b": 40}
 HEADLINE = {
     "matmul": ["dtype", "square_n", "square_tflops", "spec", "peak_bf16_tflops", "square_vs_peak"],
     **{f"score_{s}": ["non_embedding_params", "letter.prompts_per_s", "letter.tokens_per_s", "letter.tflops",

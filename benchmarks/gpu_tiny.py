@@ -226,7 +226,7 @@ def check_batch_invariance(ctx: Ctx) -> dict:
                 c = compare(ref, score_all(model, reqs, method, tok.pad_token_id, b), TOL[dtype])
                 c["batches"] = len(make_batches(reqs, b))
                 fig[f"{dtype}_{method}_{b}"] = c
-                if not close(c, TOL[dtype], MIN_AGREEMENT[dtype]):  # fp32: every prediction equal
+                if not close(c, TOL[dtype], MIN_AGREEMENT[dtype]):  # fp32: every decisive prediction equal
                     failures.append(f"{dtype} {method} budget {b}: {c}")
     fig["max_prob_diff_fp32"] = max(v["max_prob_diff"] for k, v in fig.items() if k.startswith("fp32_"))
     fig["max_prob_diff_bf16"] = max(v["max_prob_diff"] for k, v in fig.items() if k.startswith("bf16_"))
