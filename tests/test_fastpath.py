@@ -171,3 +171,16 @@ def test_output_layer_never_copies_its_weight_per_row():
     copy = ids.shape[0] * cfg.vocab_size * cfg.hidden_size * 2
     assert largest < copy / 8, f"an allocation of {largest} bytes: the output layer's weight was copied per row"
     torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_cudnn_attention_is_taken_out_on_cuda_only(monkeypatch):
+    """cuDNN's attention builds a plan for every new (batch, length) shape: on CUDA load_model turns it off
+    (benchmarks/README.md#gpu-check), on the CPU it touches nothing."""
+    from persona_bench.models.devices import attention_kernels
+
+    calls = []
+    monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp", lambda on: calls.append(on))
+    attention_kernels(torch.device("cpu"))
+    assert calls == []
+    attention_kernels(torch.device("cuda"))
+    assert calls == [False]
