@@ -6,8 +6,8 @@ project's own batches and score_batch), operators grouped by device time.
     python benchmarks/gpu_profile.py --small --out /tmp/gpu_profile.txt   # the same flow on a CPU
 
 Prints, per method, the seconds of one profiled pass, the share of device time in matrix products
-(aten::mm/addmm/bmm/matmul kernels), attention and the rest, and the top operators; the whole tables
-go to --out.
+(cuBLAS kernels on CUDA; aten::mm/addmm/bmm on a CPU), attention and the rest, and the top operators;
+the whole tables go to --out.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "gemm", "gemv", "cutlass", "xm
 ATTENTION = ("attention", "sdpa", "flash", "fmha")
 
 
+def time_attr(cuda: bool) -> str:
+    """The profiler's per-event time: the kernels' on CUDA, the operators' own on a CPU."""
+    return "self_device_time_total" if cuda else "self_cpu_time_total"
+
+
 def shares(events, cuda: bool) -> dict:
     """Seconds of device time in matrix products, attention and everything else: on CUDA the kernels
     themselves (named by cuBLAS/cuDNN/flash), on a CPU the operators' self time."""
@@ -34,7 +39,7 @@ def shares(events, cuda: bool) -> dict:
         if cuda and e.device_type != DeviceType.CUDA:
             continue  # operators: their kernels are counted as kernels
         name = e.key.lower()
-        t = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6
+        t = getattr(e, time_attr(cuda)) / 1e6
         kind = ("attention" if any(a in name for a in ATTENTION)
                 else "matmul" if any(m in name for m in MATMUL) else "other")
         out[kind] += t
@@ -56,7 +61,6 @@ def main(argv=None) -> int:
     n = args.prompts or (12 if args.small else 512)
     model = build_random_llama(shape, "bf16", dev)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    device_attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     text = []
     for method, k in (("letter", n), ("cloze", max(1, n // 2))):
         reqs = paper_requests(k, method, shape["vocab_size"], 0)
@@ -72,7 +76,7 @@ def main(argv=None) -> int:
         total = sum(s.values()) or 1e-9
         line = (f"PROFILE {method} prompts={k} budget={args.budget} wall_s={seconds:.3f} device_s={total:.3f} "
                 + " ".join(f"{key}={v / total:.3f}" for key, v in s.items()))
-        table = events.table(sort_by=device_attr, row_limit=25, max_name_column_width=60)
+        table = events.table(sort_by=time_attr(cuda), row_limit=25, max_name_column_width=60)
         print(line, flush=True)
         print("\n".join(table.splitlines()[:16]), flush=True)
         text += [line, table, ""]
