@@ -43,11 +43,14 @@ _job_error: list[BaseException] = []  # the exception a single run's job raised 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from persona_bench.backends import keep_loaded
     from persona_bench.run import Interrupted, run
     from persona_bench.run.launch import repeated_options
     from persona_bench.run.store import record_status
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:
+        keep_loaded()  # the sweep's next job with the same model, device and options reuses its weights
     try:
         repeated_options(HydraConfig.get().overrides.task)  # this job's lists (a sweep's are checked per job)
         try:

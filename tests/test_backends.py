@@ -61,3 +61,44 @@ def test_the_dummy_backend_is_deterministic_whatever_the_batch():
     alone = [b.score([r], "letter", 100)[0] for r in reqs]
     assert whole == alone
     assert b.score(reqs[::-1], "cloze", 100) == b.score(reqs, "cloze", 100)[::-1]
+
+
+def test_a_sweep_reuses_the_loaded_model_for_jobs_that_load_the_same_weights(tiny_model_dir, tmp_path, monkeypatch):
+    """run.py turns keep_loaded on in a sweep: the next job with the same model, device and options takes the loaded
+    backend (and its results equal a fresh load's); another model first lets go of the kept one."""
+    import contextlib
+    import gc
+    import weakref
+
+    from persona_bench import backends
+    from persona_bench.run import runner
+
+    loads = []
+    real_load = HFBackend.load.__func__
+    monkeypatch.setattr(HFBackend, "load", classmethod(lambda cls, *a, **k: loads.append(a[0].name) or real_load(cls, *a, **k)))
+    llama = tiny_model_dir("llama")
+    backends.keep_loaded()
+    try:
+        run(tiny_cfg(llama, "llama", tmp_path / "a"))
+        first = weakref.ref(backends._kept["backend"])
+        summary = run(tiny_cfg(llama, "llama", tmp_path / "b", scoring__method="letter"))
+        assert loads == ["tiny_llama"] and summary["model"]["reused"] is True
+        opt = tiny_cfg(tiny_model_dir("opt"), "opt", tmp_path / "c")
+        backends.load_backend(opt, "cloze")
+        gc.collect()
+        assert loads == ["tiny_llama", "tiny_opt"] and first() is None  # the llama was let go before the opt loaded
+
+        @contextlib.contextmanager
+        def one_of_several_gpus(device, holder=""):
+            yield "cpu"  # as models.gpus.claim_device yields cuda:<i> for device=auto on a machine with several GPUs
+
+        monkeypatch.setattr(runner, "claim_device", one_of_several_gpus)
+        run(tiny_cfg(llama, "llama", tmp_path / "d", device="auto"))
+        assert backends._kept["backend"] is None  # the claim ended with the job: nothing stays on that GPU
+    finally:
+        backends.keep_loaded(False)
+    assert backends._kept["backend"] is None
+    run(tiny_cfg(llama, "llama", tmp_path / "fresh", scoring__method="letter"))
+    assert loads == ["tiny_llama", "tiny_opt", "tiny_llama", "tiny_llama"]  # off: every job loads its own
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "b" / PREDICTIONS),
+                                  pd.read_parquet(tmp_path / "fresh" / PREDICTIONS))

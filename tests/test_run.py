@@ -159,8 +159,11 @@ def test_run_py_generates_on_the_embedded_model(tmp_path):
 @pytest.mark.slow
 def test_multirun_sweep_in_a_subprocess(tmp_path):
     p = run_py("-m", "debug=tiny", "scoring=cloze,letter", "role_set.names=[doctor]", "report.enabled=false",
-               f"hydra.sweep.dir={tmp_path}/s")
+               "scoring.self_check=0", f"hydra.sweep.dir={tmp_path}/s")
     assert p.returncode == 0, p.stderr[-3000:]
+    # the second job takes the weights the first loaded (backends.keep_loaded): one load for the sweep
+    assert (p.stdout + p.stderr).count("loaded gemma3_270m:") == 1
+    assert "model gemma3_270m: the weights an earlier job of this sweep loaded" in p.stdout + p.stderr
     jobs = sorted((tmp_path / "s").glob("gemma3_270m-*"))  # one directory per job, named by its config
     assert len(jobs) == 2
     methods = {json.loads((j / "summary.json").read_text())["scoring"]["method"] for j in jobs}

@@ -122,14 +122,12 @@ def sharded(tiny_model_dir, qfile, tmp_path_factory):
     """The unsharded job and its three shards, run for real."""
     root = tmp_path_factory.mktemp("sharded")
     whole = root / "whole"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "matmul_tflops", lambda *a, **k: 1.0, raising=False)  # a 2 s throughput stamp per job
-        runner.run(cfg_for(tiny_model_dir, qfile, whole))
-        shards = []
-        for i in range(3):
-            out = root / "shards" / f"tiny_llama-shard{i}of3"
-            runner.run(cfg_for(tiny_model_dir, qfile, out, shard__index=i, shard__count=3))
-            shards.append(out)
+    runner.run(cfg_for(tiny_model_dir, qfile, whole))
+    shards = []
+    for i in range(3):
+        out = root / "shards" / f"tiny_llama-shard{i}of3"
+        runner.run(cfg_for(tiny_model_dir, qfile, out, shard__index=i, shard__count=3))
+        shards.append(out)
     return whole, shards
 
 

@@ -3,6 +3,7 @@ FLOPs per token, and the matmul rates of this device (square, and on a model's o
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -72,6 +73,13 @@ def matmul_tflops(dtype: str = "bf16", device: str = "cpu", n: int = 2048, secon
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     best = best_seconds(lambda: torch.matmul(a, b), sync, seconds)
     return 2 * n**3 / best / 1e12
+
+
+@functools.cache
+def process_matmul_tflops(dtype: str, device: str) -> float:
+    """matmul_tflops(dtype, device), measured once per process: every job's summary stamps the rate, and the jobs
+    that one process runs (a sweep under Hydra's basic launcher, a test session) share one measurement."""
+    return matmul_tflops(dtype, device)
 
 
 def utilisation(tokens_per_s: float, non_embedding_params: float, tflops: float) -> float:

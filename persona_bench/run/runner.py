@@ -21,9 +21,10 @@ from typing import Optional
 
 import torch
 
+from persona_bench.backends import drop_kept
 from persona_bench.backends.base import Backend
 from persona_bench.config.schema import Config
-from persona_bench.models.cost import matmul_tflops, utilisation
+from persona_bench.models.cost import process_matmul_tflops, utilisation
 from persona_bench.models.gpus import claim_device
 from persona_bench.outputs import ran_stamp
 from persona_bench.run.batching import score_items
@@ -92,8 +93,13 @@ def run(cfg: Config, backend: Optional[Backend] = None) -> dict:
                      job.config_id, saved.get("n_prompts"), store.out)
             return saved
         with interruptible(), claim_device(cfg.device, holder=str(store.out)) as device:
-            cfg.device = device  # auto with several GPUs: a GPU no other job holds (models/gpus.py); not part of the job id
-            return _run_job(job, store, backend)
+            # auto with several GPUs: a GPU no other job holds (models/gpus.py); the device is not part of the job id
+            claimed, cfg.device = device != cfg.device, device
+            try:
+                return _run_job(job, store, backend)
+            finally:
+                if claimed:
+                    drop_kept()  # the claim ends with the job: no model of a sweep's earlier job may stay on that GPU
     finally:
         store.close()
 
@@ -131,7 +137,7 @@ def _run_job(job: Job, store: JobStore, backend: Optional[Backend]) -> dict:
         check = self_check(job, backend, items, results)  # re-scores a sample on the reference path; changes no result
         df = prediction_rows(job, items, results)
         info = backend.info
-        tflops = matmul_tflops(info["dtype"] if info["dtype"] in ("bf16", "fp32", "fp16") else "fp32", str(info["device"]))
+        tflops = process_matmul_tflops(info["dtype"] if info["dtype"] in ("bf16", "fp32", "fp16") else "fp32", str(info["device"]))
         timing["matmul_tflops"] = round(tflops, 3)
         timing["utilisation"] = round(utilisation(timing["tokens_per_s"] or 0, info["n_non_embedding_params"], tflops), 3)
         summary = redact(job_summary(job, info, df, timing, check))
