@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 
@@ -21,11 +22,20 @@ register()
 register_resolvers()
 
 
+_COMPOSED: dict = {}  # overrides -> the typed config: Hydra's compose takes about 0.5 s, and tests compose hundreds
+
+
 def compose_cfg(overrides: list[str] = (), out: str = "/tmp/persona-bench-test") -> Config:
-    """The real config composed as run.py composes it, as a typed Config."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"output_dir={out}", *overrides])
-    return OmegaConf.to_object(cfg)
+    """The real config composed as run.py composes it, as a typed Config (a fresh copy: tests change it). Each list
+    of overrides is composed once per session; no value of conf/ depends on output_dir."""
+    key = tuple(overrides)
+    if key not in _COMPOSED:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            _COMPOSED[key] = OmegaConf.to_object(compose("config", overrides=[f"output_dir={out}", *overrides]))
+    cfg = copy.deepcopy(_COMPOSED[key])
+    if not any(o.startswith("output_dir=") for o in overrides):
+        cfg.output_dir = out
+    return cfg
 
 
 def override(cfg: Config, **over) -> Config:

@@ -155,7 +155,7 @@ def test_label_tokens_are_whole():
 
 @pytest.mark.parametrize("text", [
     "None", "?!.,;:", "((((", "[]", "#", "**", "\U0001F600\U0001F914", "\u200b2\u200b", "A" * 5000,
-    "2 " * 10000, "or or and , ,", "\\", "\x00\x01", "answer: " * 2000, "Option", "\u0661", "Q:",
+    "2 " * 10000, "or or and , ,", "\\", "\x00\x01", "answer: " * 400, "Option", "\u0661", "Q:",
 ])
 @pytest.mark.parametrize("labels", [NUM, LET, ROLE_LABELS, (), ("I", "II", "III", "IV"), ("", "(a)")])
 def test_never_raises(text, labels):
