@@ -177,14 +177,11 @@ def test_the_cloze_reference_equals_one_pass_per_option(window):
     model's own last-position logits."""
     from test_scoring import _random_requests, _tiny_gemma3
 
-    from persona_bench.scoring.reference import reference_one, reference_scores
+    from persona_bench.scoring.reference import reference_one
 
     model = _tiny_gemma3(window)
-    requests = _random_requests(6, seed=3)
-    together = reference_scores(model, requests, "causal", "cloze", "sum", head_rows=7)  # output-layer groups of prompts
-    for r, grouped in zip(requests, together):
+    for r in _random_requests(6, seed=3):
         got = reference_one(model, r, "causal", "cloze", "sum").logprob_sum
-        assert grouped.logprob_sum == pytest.approx(got, abs=1e-5, rel=1e-6)
         with torch.inference_mode():
             want = [torch.log_softmax(model(input_ids=torch.tensor([r.prompt_ids + o[:-1]])).logits[0, -len(o):].float(), -1)
                     .gather(1, torch.tensor(o).unsqueeze(1)).sum().item() for o in r.option_ids]

@@ -17,11 +17,11 @@ arithmetic on the logits.
             text is not checked
 
 Causal models: the body (the model's own base model) runs one sequence at a time; its states that
-predict a scored token go through the model's own output layer together, several prompts' states in
-one product (the rows of a matrix product are independent, so the numbers are those of one product
-per sequence), as many rows as keep the fp32 logits within HEAD_LOGIT_BYTES. In fp32 on a CPU that
-product is the reference's largest cost: the embedded model's 262,144 x 640 output layer (0.67 GB
-in fp32) is read once per group of prompts instead of once per option or per prompt.
+predict a scored token go through the model's own output layer together, once per prompt (the rows
+of a matrix product are independent, so the numbers are those of one product per sequence). In
+fp32 on a CPU that product is the reference's largest cost: a 262,144-token vocabulary at 4 bytes is
+read once per prompt instead of once per option, and the self-check of the demo takes about half
+as long.
 
 compare(run, reference) is what the self-check records: the share of identical predicted answers and
 the largest absolute difference of the options' probabilities (Result.probs)."""
@@ -84,70 +84,42 @@ def _option_logprob(logits: torch.Tensor, option: list[int]) -> float:
     return lp.gather(1, torch.tensor(option, device=lp.device).unsqueeze(1)).sum().item()
 
 
-HEAD_LOGIT_BYTES = 128 << 20  # fp32 logits of one output-layer product: 128 rows of a 262,144-token vocabulary
-
-
 @torch.inference_mode()
 def reference_one(model, r: Request, arch: str, method: str, cloze_by: str = "mean") -> Result:
     """One request scored on the reference path (see the module's docstring)."""
-    return reference_scores(model, [r], arch, method, cloze_by)[0]
-
-
-@torch.inference_mode()
-def reference_scores(model, requests: list[Request], arch: str, method: str, cloze_by: str = "mean",
-                     head_rows: int | None = None) -> list[Result]:
-    """Every request on the reference path, one at a time, in order; a causal model's scored states through
-    the output layer in groups of about `head_rows` rows (default: HEAD_LOGIT_BYTES of fp32 logits)."""
-    if arch == "seq2seq":
-        return [_seq2seq_one(model, r, method, cloze_by) for r in requests]
-    if head_rows is None:
-        head_rows = max(HEAD_LOGIT_BYTES // (4 * model.get_output_embeddings().weight.shape[0]), 1)
-    results: list[Result] = []
-    group: list[tuple] = []  # (states, finish) of requests whose states wait for the output layer
-    for i, r in enumerate(requests):
-        group.append(_causal_states(model, r, method, cloze_by))
-        if i == len(requests) - 1 or sum(len(st) for st, _ in group) >= head_rows:
-            rows = [st for st, _ in group if len(st)]
-            logits = _head(model, torch.cat(rows)) if rows else None
-            at = 0
-            for st, finish in group:
-                results.append(finish(logits[at : at + len(st)] if len(st) else None))
-                at += len(st)
-            group = []
-    return results
-
-
-def _seq2seq_one(model, r: Request, method: str, cloze_by: str) -> Result:
     if method in ("letter", "generate"):
         prefix = r.label_prefix if method == "generate" else []
-        return _letter(_seq2seq_logits(model, r.prompt_ids, prefix)[-1], r.label_ids)
-    sums = [_option_logprob(_seq2seq_logits(model, r.prompt_ids, o[:-1]), o) if o else 0.0 for o in r.option_ids]
+        if arch == "seq2seq":
+            return _letter(_seq2seq_logits(model, r.prompt_ids, prefix)[-1], r.label_ids)
+        return _letter(_head(model, _body(model, r.prompt_ids + prefix)[0][-1:])[0], r.label_ids)
+    if arch == "seq2seq":
+        sums = [_option_logprob(_seq2seq_logits(model, r.prompt_ids, o[:-1]), o) if o else 0.0 for o in r.option_ids]
+    else:
+        sums = _causal_option_logprobs(model, r.prompt_ids, r.option_ids)
     return cloze_result(sums, [len(o) for o in r.option_ids], cloze_by)
 
 
-def _causal_states(model, r: Request, method: str, cloze_by: str):
-    """One request's states that predict what it scores (rows x hidden), and the function that turns their
-    logits into its Result. Letter (generate: after the label prefix): the last position. Cloze: the
-    prompt once (its last position predicts every option's first token), then each option but its last
-    token continued from a fresh copy of the model's own cache of the prompt (0 for an empty option)."""
-    if method in ("letter", "generate"):
-        prefix = r.label_prefix if method == "generate" else []
-        return _body(model, r.prompt_ids + prefix)[0][-1:], lambda logits: _letter(logits[0], r.label_ids)
-    options = r.option_ids
+def _causal_option_logprobs(model, prompt: list[int], options: list[list[int]]) -> list[float]:
+    """Summed log-probability of each option after `prompt` (causal, batch 1, unpadded; 0 for an empty
+    option): the prompt once (its last position predicts every option's first token), then each option
+    but its last token continued from a fresh copy of the model's own cache of the prompt; the states
+    that predict option tokens through the output layer together."""
     if not any(options):
-        return (), lambda _: cloze_result([0.0] * len(options), [0] * len(options), cloze_by)
-    hidden, cache = _body(model, r.prompt_ids)
-    states = torch.cat([hidden[-1:]] + [_body(model, o[:-1], cache)[0] for o in options if len(o) > 1])
+        return [0.0] * len(options)
+    hidden, cache = _body(model, prompt)
+    states = [hidden[-1:]] + [_body(model, o[:-1], cache)[0] for o in options if len(o) > 1]
+    logits = _head(model, torch.cat(states))
+    sums, at = [], 1  # row 0 predicts every option's first token; each option's own rows follow in order
+    for o in options:
+        n = max(len(o) - 1, 0)
+        sums.append(_option_logprob(torch.cat([logits[:1], logits[at : at + n]]), o) if o else 0.0)
+        at += n
+    return sums
 
-    def finish(logits: torch.Tensor) -> Result:
-        sums, at = [], 1  # row 0 predicts every option's first token; each option's own rows follow in order
-        for o in options:
-            n = max(len(o) - 1, 0)
-            sums.append(_option_logprob(torch.cat([logits[:1], logits[at : at + n]]), o) if o else 0.0)
-            at += n
-        return cloze_result(sums, [len(o) for o in options], cloze_by)
 
-    return states, finish
+def reference_scores(model, requests: list[Request], arch: str, method: str, cloze_by: str = "mean") -> list[Result]:
+    """Every request on the reference path, one at a time, in order."""
+    return [reference_one(model, r, arch, method, cloze_by) for r in requests]
 
 
 def compare(run: list[Result], reference: list[Result]) -> dict:
