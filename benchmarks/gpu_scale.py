@@ -144,19 +144,6 @@ def paper_requests(n: int, method: str, vocab: int, seed: int) -> list:
     return [Request([1] + ids(r - 1), label_ids=list(LABEL_IDS)) for r in picked]
 
 
-def model_flops(shapes, reqs: list) -> dict:
-    """The work of scoring `reqs`, counted as benchmarks/throughput.py counts it: 2 x the body's linear
-    parameters per real token, attention (models.cost.attention_flops), and the output layer wherever a full
-    distribution is needed (letter: the answer position; cloze: every option token)."""
-    from persona_bench.models.cost import attention_flops
-
-    body_tokens = sum(len(r.prompt_ids) + sum(max(len(o) - 1, 0) for o in r.option_ids) for r in reqs)
-    head_rows = sum(sum(len(o) for o in r.option_ids) if r.option_ids else 1 for r in reqs)
-    return {"tokens": body_tokens, "head_rows": head_rows, "linear": 2 * shapes.body_params * body_tokens,
-            "attention": sum(attention_flops(shapes, r.prompt_ids, r.option_ids) for r in reqs),
-            "head": 2 * shapes.head_params * head_rows}
-
-
 # --------------------------------------------------------------------------- the steps' setup
 def setup(ctx, size: str) -> tuple:
     """(model, facts) of one size, built once and kept on ctx while consecutive steps use it."""
@@ -230,7 +217,7 @@ def timed_passes(ctx, fn, repeats: int) -> list[float]:
 
 
 def check_score(ctx, size: str) -> dict:
-    from persona_bench.models.cost import auto_batch_tokens, layer_shapes, shape_ceiling
+    from persona_bench.models.cost import auto_batch_tokens, layer_shapes, scoring_flops, shape_ceiling
 
     model, facts = setup(ctx, size)
     shapes = layer_shapes(model)
@@ -240,7 +227,7 @@ def check_score(ctx, size: str) -> dict:
     fig = {**facts, **spec, "matmul_square_tflops": square, "repeats": repeats}
     for method, n in (("letter", n_letter), ("cloze", n_cloze)):
         reqs = paper_requests(n, method, shapes.vocab, ctx.args.seed)
-        work = model_flops(shapes, reqs)
+        work = scoring_flops(shapes, reqs)
         total = work["linear"] + work["attention"] + work["head"]
         auto = auto_batch_tokens(model, ctx.dev, method)  # the budget model.batch_tokens=0 gives (run.py's GPU configs)
         budgets = ctx.args.budgets or sorted({auto, 1024 if ctx.args.small else 16384})

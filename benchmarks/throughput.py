@@ -42,12 +42,7 @@ from pathlib import Path
 
 import torch
 
-from persona_bench.models.cost import (
-    attention_flops,
-    layer_shapes,
-    matmul_tflops,
-    shape_ceiling,
-)
+from persona_bench.models.cost import layer_shapes, matmul_tflops, scoring_flops, shape_ceiling
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: conf/ holds the configs run.py composes
 
@@ -127,13 +122,9 @@ def main() -> None:
 
     reqs = [it.request for it in items]
     shapes = layer_shapes(model, cfg.model.arch)
-    body_tokens = sum(len(r.prompt_ids) + sum(max(len(o) - 1, 0) for o in r.option_ids) for r in reqs)
-    # Positions whose full output distribution the method needs: every option token (cloze), or
-    # the answer position (letter).
-    head_rows = sum(sum(len(o) for o in r.option_ids) if r.option_ids else 1 for r in reqs)
-    lin_flops = 2 * shapes.body_params * body_tokens
-    att_flops = sum(attention_flops(shapes, r.prompt_ids, r.option_ids) for r in reqs)
-    head_flops = 2 * shapes.head_params * head_rows
+    work = scoring_flops(shapes, reqs)  # the head counts where the method needs a full distribution
+    body_tokens, head_rows = work["tokens"], work["head_rows"]
+    lin_flops, att_flops, head_flops = work["linear"], work["attention"], work["head"]
     # Padding: of the packed rows' positions (causal cloze), else of the prompt pass's.
     length = packed_length if packed else (lambda r: len(r.prompt_ids))
     widths = [(len(b), max(length(reqs[i]) for i in b)) for b in make_batches(reqs, budget, packed=packed)]

@@ -137,6 +137,18 @@ def attention_flops(shapes: Shapes, prompt_ids: list[int], option_ids: list[list
     return total
 
 
+def scoring_flops(shapes: Shapes, requests: list) -> dict:
+    """The work of scoring `requests` (scoring.requests.Request): `tokens` through the body (each prompt, and each
+    option but its last token), `linear` 2 x the body's linear parameters per such token, `attention`
+    (attention_flops), and the output layer wherever a full distribution is needed (`head_rows`: every option
+    token for cloze, the answer position for letter; `head` 2 x its parameters per row)."""
+    tokens = sum(len(r.prompt_ids) + sum(max(len(o) - 1, 0) for o in r.option_ids) for r in requests)
+    head_rows = sum(sum(len(o) for o in r.option_ids) if r.option_ids else 1 for r in requests)
+    return {"tokens": tokens, "head_rows": head_rows, "linear": 2 * shapes.body_params * tokens,
+            "attention": sum(attention_flops(shapes, r.prompt_ids, r.option_ids) for r in requests),
+            "head": 2 * shapes.head_params * head_rows}
+
+
 def best_seconds(fn, sync, seconds: float, min_runs: int = 3) -> float:
     """The fastest of repeated timed calls for about `seconds`, and of at least `min_runs` (after one
     warm-up call): a shape slower than `seconds` per call (Gemma's whole output layer) is still timed
