@@ -26,18 +26,16 @@ from wandb_records import read_wandb_offline  # noqa: E402  (tests/ is on sys.pa
 from persona_bench.analysis.summary import accuracy_summary  # noqa: E402
 from persona_bench.config.schema import TrackingConfig  # noqa: E402
 from persona_bench.run.logged import STAT_COLUMNS  # noqa: E402
-from persona_bench.run.tracking import (
+from persona_bench.run.redaction import REDACTED, redact, secret_name  # noqa: E402
+from persona_bench.run.tracking import (  # noqa: E402
     PER_ROLE_COLUMNS,
-    REDACTED,
     RUN_ID_FILE,
     Tracker,
     WandbTracker,
     artifact_name,
     make_tracker,
-    redact,
     resolve_mode,
     run_target,
-    secret_name,
 )
 
 FAKE_KEY = "fake0wandb0key0" + "x" * 25  # the shape of a W&B key; never valid

@@ -33,11 +33,12 @@ from persona_bench.run.job import Job
 from persona_bench.run.logged import job_labels, logged_config
 from persona_bench.run.plan import make_plan
 from persona_bench.run.predictions import job_summary, prediction_rows
+from persona_bench.run.redaction import redact
 from persona_bench.run.self_check import self_check
 from persona_bench.run.setup import attach
 from persona_bench.run.steps import after_run
 from persona_bench.run.store import JobStore, record_end
-from persona_bench.run.tracking import make_tracker, redact
+from persona_bench.run.tracking import make_tracker
 from persona_bench.scoring.requests import Result
 
 log = logging.getLogger(__name__)

@@ -17,21 +17,18 @@ default) in `run_target`, and its mode in `resolve_mode`.
 W&B files go to `<out_dir>/wandb/`; the run id is kept in `<out_dir>/wandb_run_id.txt`, so a
 resumed job continues the same W&B run. An offline run is uploaded later with
 `wandb sync <out_dir>/wandb/offline-run-*`. The API key is read by wandb from the environment
-(WANDB_API_KEY) or ~/.netrc, never from a config, and `redact` keeps it (and any other
+(WANDB_API_KEY) or ~/.netrc, never from a config, and redaction.py keeps it (and any other
 secret-looking environment value) out of what is logged.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import logging
 import os
-import re
 import secrets
 import string
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -53,60 +50,11 @@ from persona_bench.run.logged import (
     sweep_metrics,
     with_stats,
 )
+from persona_bench.run.redaction import redact, redacted_argv
 
 log = logging.getLogger(__name__)
 
-REDACTED = "<redacted>"
 RUN_ID_FILE = "wandb_run_id.txt"
-SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "credential", "credentials")
-MIN_SECRET_LEN = 8  # environment values shorter than this ("1", "true", "main") are not treated as secrets
-
-
-# ---------------------------------------------------------------- secrets
-
-def secret_name(name: str) -> bool:
-    """True for names like HF_TOKEN, WANDB_API_KEY, apiKey, db_password; False for batch_tokens, tokenizer."""
-    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name)).lower())
-    return any(w.endswith(SECRET_WORDS) for w in words if w)
-
-
-def secret_values(environ=None) -> list[str]:
-    """Values of secret-looking environment variables, longest first."""
-    env = os.environ if environ is None else environ
-    vals = {v for k, v in env.items() if secret_name(k) and isinstance(v, str) and len(v) >= MIN_SECRET_LEN}
-    return sorted(vals, key=len, reverse=True)
-
-
-def redact(obj, environ=None):
-    """A copy of `obj` (nested dicts, lists, tuples) with secrets replaced by "<redacted>": every
-    occurrence of a secret-looking environment variable's value inside a string, and the string
-    value of any key whose name looks secret (hf_token, api_key, password)."""
-    values = secret_values(environ)
-
-    def walk(x, key=None):
-        if isinstance(x, dict):
-            return {k: walk(v, k) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return type(x)(walk(v) for v in x)
-        if isinstance(x, str):
-            if key is not None and x and secret_name(key):
-                return REDACTED
-            for s in values:
-                x = x.replace(s, REDACTED)
-        return x
-
-    return walk(obj)
-
-
-@contextlib.contextmanager
-def _redacted_argv():
-    """wandb records sys.argv in the run's metadata: hide secret values in it while the run starts."""
-    saved = sys.argv
-    sys.argv = redact(list(saved))
-    try:
-        yield
-    finally:
-        sys.argv = saved
 
 
 # ---------------------------------------------------------------- mode
@@ -278,7 +226,7 @@ class WandbTracker(Tracker):
             # quiet: wandb otherwise queries the server for the user's name outside init_timeout (~10 s when the
             # host refuses); console off: stdout stays the job's own (multirun jobs share a process).
             settings = wandb.Settings(init_timeout=self.cfg.init_timeout_s, quiet=True, console="off")
-            with _redacted_argv():
+            with redacted_argv():
                 return wandb.init(mode=m, settings=settings, **kwargs)
 
         if mode == "online":
