@@ -155,7 +155,7 @@ def test_label_tokens_are_whole():
 
 @pytest.mark.parametrize("text", [
     "None", "?!.,;:", "((((", "[]", "#", "**", "\U0001F600\U0001F914", "\u200b2\u200b", "A" * 5000,
-    "2 " * 10000, "or or and , ,", "\\", "\x00\x01", "answer: " * 400, "Option", "\u0661", "Q:",
+    "2 " * 10000, "or or and , ,", "\\", "\x00\x01", "answer: " * 2000, "Option", "\u0661", "Q:",
 ])
 @pytest.mark.parametrize("labels", [NUM, LET, ROLE_LABELS, (), ("I", "II", "III", "IV"), ("", "(a)")])
 def test_never_raises(text, labels):
@@ -210,3 +210,20 @@ def test_settled_waits_for_the_next_line_and_stops_at_a_cut():
     assert not settled("3 options\n", NUM, CITIES) and settled("3 options\n:", NUM, CITIES)
     assert not settled("2\n\ufffd", NUM, CITIES)  # a character whose bytes are not all decoded yet
     assert read_to_end(" 2\n\nRoles:") and read_to_end("Q:") and not read_to_end(" 2. The question is")
+
+
+def test_a_long_line_is_normalized_only_as_far_as_its_options_need():
+    """The answer-marker scan reads a line once per marker in it ("answer: " 2,000 times is one line): it normalizes
+    only a prefix, with the same first characters as the whole line's normalized text, whatever the cut meets
+    (punctuation runs, spaces, numbers, articles, full-width and format characters, casefold expansions)."""
+    import random
+
+    from persona_bench.scoring.parse import _norm, _norm_prefix
+
+    pieces = ["the ", "a ", "Paris", " ", "   ", "!!!", "1.5", "-4", "50%", "2/3", ",", "\u200b", "\uff21", "Straße", "\n",
+              "or", "x" * 30, "—", "(", "…", "e\u0301"]
+    rng = random.Random(0)
+    for _ in range(3000):
+        s = "".join(rng.choice(pieces) for _ in range(rng.choice([2, 10, 60, 300])))
+        need = rng.choice([2, 3, 5, 12, 40])
+        assert _norm_prefix(s, need) == _norm(s)[:need], (s, need)

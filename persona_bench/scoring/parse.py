@@ -85,6 +85,20 @@ def _norm(s: str) -> str:
     return re.sub(r"^(?:a|an|the) (?=\S)", "", " ".join("".join(out).split()))
 
 
+def _norm_prefix(s: str, need: int) -> str:
+    """The first `need` characters of _norm(s) (all of it when shorter), normalizing no more of a long line than
+    that takes: a line is read once per answer marker in it, and "answer: answer: ..." has thousands. Cutting s
+    changes only the last characters of its normalized text (a character's neighbours, a trailing space), so a
+    cut whose text is longer than `need` by a margin has the same first `need` characters."""
+    k = 8 * need + 64
+    while k < len(s):
+        t = _norm(s[:k])
+        if len(t) >= need + 4:
+            return t[:need]
+        k *= 4
+    return _norm(s)[:need]
+
+
 class _Labels:
     """The labels as tokens: digits, single letters, or (anything else) the labels' exact strings."""
 
@@ -153,11 +167,13 @@ def _markers(seg: str, lab: _Labels, every: list, cands: list, notes: list) -> O
             if i is not None:
                 return _decide(i, line[tok.end():], "marker", lab, every)
             continue
-        t = _norm(line)
-        j = _longest(t, cands)
+        if not cands:
+            continue
+        j = _longest(_norm_prefix(line, max(len(n) for _, n in cands) + 1), cands)
         if j == -1:
             return Parsed(None, "ambiguous")
         if j is not None:
+            t = _norm(line)  # what follows the option's text decides: all of the line
             n = dict(cands)[j]
             rest = re.sub(r"^(?:(?:or|and|nor|vs|either|both|maybe)\s+)+", "", t[len(n):].strip())
             return Parsed(None, "ambiguous") if _longest(rest, cands) not in (None, j) else Parsed(j, "marker_text")
