@@ -9,12 +9,12 @@ generation on CUDA (vllm.py), and a deterministic dummy for tests (dummy.py).
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import logging
 
 from persona_bench.backends.base import Backend
 from persona_bench.config.schema import Config, default_cache_dir
+from persona_bench.models.devices import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +34,9 @@ def keep_loaded(on: bool = True) -> None:
 def drop_kept() -> None:
     """Let go of the kept backend: before another model loads (two models must never share the memory), and when a
     job that claimed one of several GPUs ends (its claim ends with it: another job may take that GPU next)."""
-    backend = _kept["backend"]
-    _kept.update(key=None, backend=None)
-    if backend is not None:
-        del backend
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+    if _kept["backend"] is not None:
+        _kept.update(key=None, backend=None)
+        release_memory()
 
 
 def load_backend(cfg: Config, method: str, device: str | None = None) -> Backend:

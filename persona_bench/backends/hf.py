@@ -9,14 +9,12 @@ them behind the backend contract (base.py).
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
 from persona_bench.config.schema import GenerateConfig, ModelConfig
 from persona_bench.models.cost import auto_batch_tokens
+from persona_bench.models.devices import release_memory
 from persona_bench.models.loading import load_model
 from persona_bench.models.reference import reference_model
 from persona_bench.scoring.cloze import cloze_causal, cloze_seq2seq
@@ -87,9 +85,7 @@ class HFBackend:
         return Reference(results, path=f"{dtype}, batch 1, unpadded", dtype=dtype, note=note)
 
     def free_memory(self) -> None:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
 
     @property
     def device(self) -> Any:

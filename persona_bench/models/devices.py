@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import torch
 
 from persona_bench.config.errors import ConfigError
@@ -40,6 +42,14 @@ def attention_kernels(device: torch.device) -> None:
     here has a new one (benchmarks/README.md#gpu-check measured the cost on an H200)."""
     if device.type == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+def release_memory() -> None:
+    """Collect what nothing references any more (a model's weights), and hand CUDA's cached blocks back to the
+    driver where there is a GPU, so the next model (or another process) can have them."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def cpu_has_bf16() -> bool:

@@ -24,6 +24,7 @@ from typing import Optional
 import torch
 
 from persona_bench.config.schema import ModelConfig
+from persona_bench.models.devices import release_memory
 from persona_bench.models.fastpath import unfused
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,4 @@ def reference_model(model, info: dict, cfg: Optional[ModelConfig] = None, cache_
     finally:
         if copy:
             del ref
-            gc.collect()
-            if model.device.type == "cuda":
-                torch.cuda.empty_cache()
+            release_memory()

@@ -155,6 +155,7 @@ def _decide(i: int, after: str, rule: str, lab: _Labels, every: list) -> Parsed:
 
 def _markers(seg: str, lab: _Labels, every: list, cands: list, notes: list) -> Optional[Parsed]:
     """The first answer marker in `seg` followed by a label or an option's text."""
+    need = max((len(n) for _, n in cands), default=0) + 1  # of a line's normalized text, to match an option's
     for mk in _MARKER.finditer(seg):
         pos = _OPEN.match(seg, mk.end()).end()
         line = seg[pos:].split("\n", 1)[0]
@@ -169,7 +170,7 @@ def _markers(seg: str, lab: _Labels, every: list, cands: list, notes: list) -> O
             continue
         if not cands:
             continue
-        j = _longest(_norm_prefix(line, max(len(n) for _, n in cands) + 1), cands)
+        j = _longest(_norm_prefix(line, need), cands)
         if j == -1:
             return Parsed(None, "ambiguous")
         if j is not None:
