@@ -17,7 +17,9 @@ path and reports:
                            query token and layer), plus the output layer (2 x
                            vocabulary x hidden) at every position whose full
                            distribution the method needs (letter: the answer
-                           position; cloze: every option token)
+                           position; cloze: the prompt's last position and each
+                           option position), options' common beginnings once
+                           (models.cost.scoring_flops)
   matmul ceiling           the device's matmul rate in the run's dtype on the
                            model's own layer shapes (every distinct linear layer,
                            and the output layer), at the run's mean tokens per
@@ -27,7 +29,7 @@ path and reports:
 and one line `fraction_of_matmul_ceiling=<x>` (achieved over ceiling). The line
 `fraction_model_flops_only=<y>` counts only 2 x non-embedding parameters per token plus
 attention as achieved work, over the same time, against the body's ceiling: for letter
-scoring the two agree (one output row per prompt); for cloze, whose every option token needs
+scoring the two agree (one output row per prompt); for cloze, whose every option position needs
 the full 262,144-way distribution of the embedded model, the output layer is real work the
 first line counts and the second does not.
 """

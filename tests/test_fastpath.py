@@ -112,19 +112,24 @@ def test_attention_flops_count_the_causal_triangle_and_the_window():
     assert attention_flops(s, [0] * 5) == per_pair * (15 + 12)
     # one option of 3 tokens feeds 2 after the prompt: keys 6 and 7 (full), 3 and 3 (window)
     assert attention_flops(s, [0] * 5, [[1, 2, 3]]) == per_pair * (15 + 12 + 6 + 7 + 3 + 3)
+    # a second option beginning with the same token shares its first position: one more key set (7, 3)
+    assert attention_flops(s, [0] * 5, [[1, 2, 3], [1, 4, 5]]) == per_pair * (15 + 12 + 6 + 7 + 3 + 3 + 7 + 3)
 
 
 def test_scoring_flops_count_the_body_tokens_and_the_scored_output_rows():
     """What the throughput benchmarks call achieved work: a cloze request feeds its prompt and each option but its
-    last token, and needs the full distribution at every option token; a letter request only at its answer."""
+    last token (a beginning that options share once), and needs the full distribution at the prompt's last
+    position and at each position it feeds; a letter request only at its answer."""
     from persona_bench.scoring.requests import Request
 
     s = Shapes(linears={}, body_params=10, head_params=100, hidden=8, vocab=0, n_heads=2, head_dim=4, windows=[None])
     cloze = Request([0] * 5, option_ids=[[1, 2, 3], [4]])
     letter = Request([0] * 4, label_ids=[7, 8])
     w = scoring_flops(s, [cloze, letter])
-    assert w["tokens"] == (5 + 2) + 4 and w["head_rows"] == (3 + 1) + 1
-    assert w["linear"] == 2 * 10 * 11 and w["head"] == 2 * 100 * 5
+    assert w["tokens"] == (5 + 2) + 4 and w["head_rows"] == (1 + 2) + 1
+    assert w["linear"] == 2 * 10 * 11 and w["head"] == 2 * 100 * 4
+    shared = Request([0] * 5, option_ids=[[1, 2, 3], [1, 2, 4], [1, 5]])  # fed: 1, 1 2 (shared), 1 (shared)
+    assert scoring_flops(s, [shared])["tokens"] == 5 + 2 and scoring_flops(s, [shared])["head_rows"] == 1 + 2
     assert w["attention"] == attention_flops(s, cloze.prompt_ids, cloze.option_ids) + attention_flops(s, letter.prompt_ids)
 
 

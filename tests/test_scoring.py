@@ -117,6 +117,7 @@ def test_cloze_batches_sort_by_prompt_and_count_option_rows():
     def req(n, opts):
         return Request(list(range(n)), option_ids=[list(range(k)) for k in opts])
     # prompt lengths 30, 10, 29, 11 with options of different lengths: the long prompts go together
+        return Request(list(range(n)), option_ids=[list(range(100 * j, 100 * j + k)) for j, k in enumerate(opts, 1)])
     reqs = [req(30, [2, 2]), req(10, [20, 20]), req(29, [1, 1]), req(11, [3, 3])]
     batches = make_batches(reqs, budget=100)
     assert batches == [[0, 2], [3, 1]]
@@ -208,11 +209,34 @@ def _tiny_gemma3(window: int):
     return Gemma3ForCausalLM(cfg).eval()
 
 
-def _random_requests(n: int, seed: int = 1) -> list[Request]:
+def _random_requests(n: int, seed: int = 1, option_vocab: int = 97) -> list[Request]:
+    """Random prompts and options; a small `option_vocab` makes options that begin with the same tokens,
+    are equal, or are one another's beginnings."""
     g = torch.Generator().manual_seed(seed)
     rand = lambda lo, hi: int(torch.randint(lo, hi, (1,), generator=g))  # noqa: E731
     return [Request([rand(1, 97) for _ in range(rand(3, 14))],
-                    option_ids=[[rand(1, 97) for _ in range(rand(1, 5))] for _ in range(rand(2, 5))]) for _ in range(n)]
+                    option_ids=[[rand(1, option_vocab) for _ in range(rand(1, 5))] for _ in range(rand(2, 5))])
+            for _ in range(n)]
+
+
+def test_option_tree_shares_the_options_common_beginnings():
+    """Options that begin with the same tokens share those positions of the packed row; every option's
+    next tokens are still predicted, equal options and an option that is another's beginning included."""
+    from persona_bench.scoring.cloze import option_tree, packed_length
+
+    options = [[5, 6, 7], [5, 6, 8], [5, 9], [5], [5, 6, 7], [4, 6, 7]]
+    t = option_tree(options)
+    assert t.tokens == [5, 6, 4, 6] and t.depth == [0, 1, 0, 1] and t.parent == [-1, 0, -1, 2]
+    assert t.through == [[0, 1, 2, 4], [0, 1, 4], [5], [5]]
+    assert packed_length(Request([1, 2, 3], option_ids=options)) == 3 + 4
+    # Every (option, position) whose next token is scored is predicted by exactly one node, on its path.
+    for seed in range(50):
+        for r in _random_requests(5, seed, option_vocab=4):
+            t = option_tree(r.option_ids)
+            for j, o in enumerate(r.option_ids):
+                nodes = [i for i, th in enumerate(t.through) if j in th]
+                assert [t.tokens[i] for i in nodes] == o[:-1] and [t.depth[i] for i in nodes] == list(range(len(o) - 1))
+                assert all(t.parent[b] == a for a, b in zip([-1] + nodes, nodes))
 
 
 @pytest.mark.parametrize("window", [4, 64])
@@ -220,8 +244,12 @@ def test_packed_cloze_equals_reference_with_sliding_windows(window):
     """Cloze rows packed into one pass (prompt, then every option at the positions it would have after
     the prompt) give each option the log-likelihood of the whole sequence prompt + option, also where
     Gemma 3's sliding-window layers see fewer positions than the prompt has."""
+    from persona_bench.scoring.cloze import packed_length
+
     model = _tiny_gemma3(window)
-    reqs = _random_requests(7)
+    reqs = _random_requests(7) + _random_requests(6, seed=3, option_vocab=4)  # the latter share beginnings
+    shared = reqs[7:]
+    assert sum(map(packed_length, shared)) < sum(len(r.prompt_ids) + sum(len(o) - 1 for o in r.option_ids) for r in shared)
     got = score_batch(model, reqs, "causal", "cloze", 0, "sum")
     assert model._persona_bench_packs is True
     for r, g in zip(reqs, got):
@@ -237,7 +265,7 @@ def test_packing_falls_back_to_the_cache_when_the_mask_is_not_honoured(monkeypat
     import persona_bench.scoring.cloze as cloze
 
     model = _tiny_gemma3(64)
-    monkeypatch.setattr(cloze, "_packed_masks", lambda model, seg, pos: None)  # plain causal attention over the row
+    monkeypatch.setattr(cloze, "_packed_masks", lambda model, full, pos: None)  # plain causal attention over the row
     reqs = _random_requests(5, seed=2)
     with caplog.at_level("WARNING"):
         got = score_batch(model, reqs, "causal", "cloze", 0, "sum")
@@ -251,8 +279,8 @@ def test_packed_batches_count_whole_rows():
     last token) and cost rows x their widest row."""
     from persona_bench.scoring.cloze import packed_length
 
-    def req(n, opts):
-        return Request(list(range(n)), option_ids=[list(range(k)) for k in opts])
+    def req(n, opts):  # options with no common beginning
+        return Request(list(range(n)), option_ids=[list(range(100 * j, 100 * j + k)) for j, k in enumerate(opts, 1)])
     reqs = [req(30, [2, 2]), req(10, [20, 20]), req(29, [1, 1]), req(11, [3, 3])]
     assert [packed_length(r) for r in reqs] == [32, 48, 29, 15]
     batches = make_batches(reqs, budget=70, packed=True)

@@ -125,25 +125,32 @@ def layer_shapes(model, arch: str = "causal") -> Shapes:
 
 def attention_flops(shapes: Shapes, prompt_ids: list[int], option_ids: list[list[int]] = ()) -> int:
     """Score and value matmuls (4 x heads x head_dim per query-key pair) over every layer, for a causal
-    prompt and the option tokens fed after it (each attends to the prompt and its own earlier tokens)."""
+    prompt and the option tokens fed after it, each distinct beginning of an option once
+    (scoring.cloze.option_tree): each attends to the prompt and its own option's earlier tokens."""
+    from persona_bench.scoring.cloze import option_tree
+
     n = len(prompt_ids)
+    depths = option_tree(option_ids).depth if option_ids else []
     per_pair = 4 * shapes.n_heads * shapes.head_dim
     total = 0
     for w in shapes.windows:
         keys = sum(min(p + 1, w) if w else p + 1 for p in range(n))
-        for o in option_ids:
-            keys += sum(min(n + j + 1, w) if w else n + j + 1 for j in range(max(len(o) - 1, 0)))
+        keys += sum(min(n + d + 1, w) if w else n + d + 1 for d in depths)
         total += per_pair * keys
     return total
 
 
 def scoring_flops(shapes: Shapes, requests: list) -> dict:
-    """The work of scoring `requests` (scoring.requests.Request): `tokens` through the body (each prompt, and each
-    option but its last token), `linear` 2 x the body's linear parameters per such token, `attention`
-    (attention_flops), and the output layer wherever a full distribution is needed (`head_rows`: every option
-    token for cloze, the answer position for letter; `head` 2 x its parameters per row)."""
-    tokens = sum(len(r.prompt_ids) + sum(max(len(o) - 1, 0) for o in r.option_ids) for r in requests)
-    head_rows = sum(sum(len(o) for o in r.option_ids) if r.option_ids else 1 for r in requests)
+    """The work scoring `requests` (scoring.requests.Request) needs: `tokens` through the body (each prompt, and
+    each distinct beginning of its options but their last tokens: scoring.cloze.option_tree), `linear` 2 x the
+    body's linear parameters per such token, `attention` (attention_flops), and the output layer wherever a full
+    distribution is needed (`head_rows`: the prompt's last position and each of those option positions for
+    cloze, the answer position for letter; `head` 2 x its parameters per row)."""
+    from persona_bench.scoring.cloze import option_tree
+
+    fed = [len(option_tree(r.option_ids).tokens) if r.option_ids else 0 for r in requests]
+    tokens = sum(len(r.prompt_ids) for r in requests) + sum(fed)
+    head_rows = len(requests) + sum(fed)
     return {"tokens": tokens, "head_rows": head_rows, "linear": 2 * shapes.body_params * tokens,
             "attention": sum(attention_flops(shapes, r.prompt_ids, r.option_ids) for r in requests),
             "head": 2 * shapes.head_params * head_rows}

@@ -1,16 +1,18 @@
 """Cloze scoring: each option's text as the continuation of the prompt; its log-likelihood summed and
 per token. The prompt is encoded once.
 
-Causal models: one pass per batch, each row holding its prompt and then every option at the
-positions it would have after the prompt, a 4-D attention mask keeping the options apart (where
-the model takes one, checked once per model); else the prompt's KV cache is shared by the
-options' rows. Seq2seq: the encoder output is shared."""
+Causal models: one pass per batch, each row holding its prompt and then its options' tokens at the
+positions they would have after the prompt, as a prefix tree (option_tree: options that begin with
+the same tokens share those positions, the same tokens after the same prompt), a 4-D attention mask
+letting each position see the prompt and its own option's earlier tokens (where the model takes
+one, checked once per model); else the prompt's KV cache is shared by the options' rows. Seq2seq:
+the encoder output is shared."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -48,10 +50,39 @@ def option_groups(lengths: list[int], budget: int) -> list[list[int]]:
     return groups
 
 
+class OptionTree(NamedTuple):
+    """The options' input tokens (each option but its last token: the prompt's last position predicts every
+    option's first token, each option token the next) as a prefix tree, one node per distinct prefix,
+    a parent before its children. Options that begin with the same tokens share those nodes: the same
+    tokens after the same prompt have the same states, so they are computed once."""
+    tokens: list[int]  # the node's token
+    depth: list[int]  # its place after the prompt (0: an option's first token)
+    parent: list[int]  # the node before it, -1 for an option's first token
+    through: list[list[int]]  # the options whose next token the node predicts (those that begin with its prefix)
+
+
+def option_tree(options: list[list[int]]) -> OptionTree:
+    """The prefix tree of the options' input tokens (OptionTree), nodes in the order the options meet them."""
+    index: dict[tuple[int, int], int] = {}
+    tree = OptionTree([], [], [], [])
+    for j, o in enumerate(options):
+        node = -1  # the prompt's last token
+        for c in range(len(o) - 1):
+            key = (node, o[c])
+            if key not in index:
+                index[key] = len(tree.tokens)
+                tree.tokens.append(o[c])
+                tree.depth.append(c)
+                tree.parent.append(node)
+                tree.through.append([])
+            node = index[key]
+            tree.through[node].append(j)
+    return tree
+
+
 def packed_length(r: Request) -> int:
-    """Positions of a cloze request packed into one row: the prompt, then each option's tokens but its last
-    (the prompt's last position predicts an option's first token; each option token predicts the next)."""
-    return len(r.prompt_ids) + sum(max(len(o) - 1, 0) for o in r.option_ids)
+    """Positions of a cloze request packed into one row: the prompt, then its option tree's nodes."""
+    return len(r.prompt_ids) + len(option_tree(r.option_ids).tokens)
 
 
 def cloze_causal(model, requests: list[Request], pad_id: int, by: str, budget: int = 4096) -> list[Result]:
@@ -79,35 +110,41 @@ def _option_logprobs(model, requests: list[Request], hidden: torch.Tensor, rows:
 
 @torch.inference_mode()
 def _cloze_packed(model, requests: list[Request], pad_id: int) -> list[list[float]]:
-    """One forward pass: each row holds its prompt, then every option's tokens (but the last) at the
-    positions they would have after the prompt; the attention mask lets an option's tokens see the prompt
-    and their own option only. Rows are right-padded; padding is masked out of every real position."""
+    """One forward pass: each row holds its prompt, then its option tree's nodes (option_tree) at the
+    positions they would have after the prompt; the attention mask lets a node see the prompt, itself and
+    the nodes before it in its options. Rows are right-padded; padding sees only the prompt and no real
+    position sees padding."""
     dev = model.device
-    n, width = len(requests), max(packed_length(r) for r in requests)
+    trees = [option_tree(r.option_ids) for r in requests]
+    n, width = len(requests), max(len(r.prompt_ids) + len(t.tokens) for r, t in zip(requests, trees))
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     pos = torch.zeros((n, width), dtype=torch.long)
-    seg = torch.full((n, width), -1, dtype=torch.long)  # 0: prompt; j + 1: option j; -1: padding
+    allowed = torch.zeros((n, width, width), dtype=torch.bool)  # query position x key position
+    causal = torch.ones((width, width), dtype=torch.bool).tril_()
     out_rows: list[list[tuple[int, int]]] = []
     targets: list[list[int]] = []
     at: list[tuple[int, int]] = []  # (row, column) of each state that predicts option tokens
-    for k, r in enumerate(requests):
-        p = len(r.prompt_ids)
-        ids[k, :p], pos[k, :p], seg[k, :p] = torch.tensor(r.prompt_ids), torch.arange(p), 0
+    for k, (r, t) in enumerate(zip(requests, trees)):
+        p, m = len(r.prompt_ids), len(t.tokens)
+        ids[k, :p], pos[k, :p] = torch.tensor(r.prompt_ids), torch.arange(p)
+        allowed[k, :p, :p] = causal[:p, :p]
+        allowed[k, p:, :p] = True  # option nodes and padding see the whole prompt
         at.append((k, p - 1))
         out_rows.append([(k, j) for j in range(len(r.option_ids))])
         targets.append([o[0] for o in r.option_ids])
-        col = p
-        for j, o in enumerate(r.option_ids):
-            m = len(o) - 1
-            if m > 0:
-                ids[k, col : col + m], pos[k, col : col + m], seg[k, col : col + m] = torch.tensor(o[:-1]), torch.arange(p, p + m), j + 1
-            for c in range(m):
-                at.append((k, col + c))
-                out_rows.append([(k, j)])
-                targets.append([o[c + 1]])
-            col += m
-    ids, pos, seg = ids.to(dev), pos.to(dev), seg.to(dev)
-    mask = _packed_masks(model, seg, pos)
+        if not m:
+            continue
+        ids[k, p : p + m], pos[k, p : p + m] = torch.tensor(t.tokens), p + torch.tensor(t.depth)
+        tree = allowed[k, p : p + m, p : p + m]  # a node sees itself and its ancestors
+        for i, up in enumerate(t.parent):
+            if up >= 0:
+                tree[i] = tree[up]
+            tree[i, i] = True
+            at.append((k, p + i))
+            out_rows.append([(k, j) for j in t.through[i]])
+            targets.append([r.option_ids[j][t.depth[i] + 1] for j in t.through[i]])
+    ids, pos, allowed = ids.to(dev), pos.to(dev), allowed.to(dev)
+    mask = _packed_masks(model, allowed, pos)
     hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
     where = torch.tensor(at, device=dev)
     return _option_logprobs(model, requests, hidden[where[:, 0], where[:, 1]], out_rows, targets)
@@ -125,13 +162,12 @@ def _attention_kinds(model) -> Optional[set]:
     return kinds if kinds <= {"full_attention", "sliding_attention"} else None
 
 
-def _packed_masks(model, seg: torch.Tensor, pos: torch.Tensor):
-    """The packed rows' 4-D attention mask (rows x 1 x width x width), or one per attention kind (a dict,
-    as models with both full and sliding-window layers take it): bool for sdpa, additive for eager."""
+def _packed_masks(model, full: torch.Tensor, pos: torch.Tensor):
+    """The packed rows' 4-D attention mask (rows x 1 x width x width) from the positions each query may see
+    (`full`, rows x width x width), or one per attention kind (a dict, as models with both full and
+    sliding-window layers take it; sliding layers also drop keys `sliding_window` or more positions
+    back): bool for sdpa, additive for eager."""
     cfg = text_config(model)
-    idx = torch.arange(seg.shape[1], device=seg.device)
-    q, k = seg[:, :, None], seg[:, None, :]
-    full = (idx[:, None] >= idx[None, :]) & (k >= 0) & ((k == 0) | (k == q))
     kinds = _attention_kinds(model)
     window = getattr(cfg, "sliding_window", None)
     masks = {"full_attention": full, "sliding_attention": full}
