@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -123,12 +124,40 @@ def layer_shapes(model, arch: str = "causal") -> Shapes:
     return Shapes(linears, body, vocab * h, hidden, vocab, n_heads, head_dim, windows)
 
 
+class OptionTree(NamedTuple):
+    """The options' input tokens (each option but its last token: the prompt's last position predicts every
+    option's first token, each option token the next) as a prefix tree, one node per distinct prefix,
+    a parent before its children. Options that begin with the same tokens share those nodes: the same
+    tokens after the same prompt have the same states, so they are computed once."""
+    tokens: list[int]  # the node's token
+    depth: list[int]  # its place after the prompt (0: an option's first token)
+    parent: list[int]  # the node before it, -1 for an option's first token
+    through: list[list[int]]  # the options whose next token the node predicts (those that begin with its prefix)
+
+
+def option_tree(options: list[list[int]]) -> OptionTree:
+    """The prefix tree of the options' input tokens (OptionTree), nodes in the order the options meet them."""
+    index: dict[tuple[int, int], int] = {}
+    tree = OptionTree([], [], [], [])
+    for j, o in enumerate(options):
+        node = -1  # the prompt's last token
+        for c in range(len(o) - 1):
+            key = (node, o[c])
+            if key not in index:
+                index[key] = len(tree.tokens)
+                tree.tokens.append(o[c])
+                tree.depth.append(c)
+                tree.parent.append(node)
+                tree.through.append([])
+            node = index[key]
+            tree.through[node].append(j)
+    return tree
+
+
 def attention_flops(shapes: Shapes, prompt_ids: list[int], option_ids: list[list[int]] = ()) -> int:
     """Score and value matmuls (4 x heads x head_dim per query-key pair) over every layer, for a causal
     prompt and the option tokens fed after it, each distinct beginning of an option once
     (scoring.cloze.option_tree): each attends to the prompt and its own option's earlier tokens."""
-    from persona_bench.scoring.cloze import option_tree
-
     n = len(prompt_ids)
     depths = option_tree(option_ids).depth if option_ids else []
     per_pair = 4 * shapes.n_heads * shapes.head_dim
@@ -146,8 +175,6 @@ def scoring_flops(shapes: Shapes, requests: list) -> dict:
     body's linear parameters per such token, `attention` (attention_flops), and the output layer wherever a full
     distribution is needed (`head_rows`: the prompt's last position and each of those option positions for
     cloze, the answer position for letter; `head` 2 x its parameters per row)."""
-    from persona_bench.scoring.cloze import option_tree
-
     fed = [len(option_tree(r.option_ids).tokens) if r.option_ids else 0 for r in requests]
     tokens = sum(len(r.prompt_ids) for r in requests) + sum(fed)
     head_rows = len(requests) + sum(fed)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 
+from persona_bench.models.cost import OptionTree, option_tree  # noqa: F401 - scoring's tree, counted by cost
 from persona_bench.scoring.logits import cache_keyword, head_logits, kv_cache_of, left_pad, right_pad, text_config
 from persona_bench.scoring.requests import Request, Result, softmax
 
@@ -48,36 +49,6 @@ def option_groups(lengths: list[int], budget: int) -> list[list[int]]:
         else:
             groups.append([i])
     return groups
-
-
-class OptionTree(NamedTuple):
-    """The options' input tokens (each option but its last token: the prompt's last position predicts every
-    option's first token, each option token the next) as a prefix tree, one node per distinct prefix,
-    a parent before its children. Options that begin with the same tokens share those nodes: the same
-    tokens after the same prompt have the same states, so they are computed once."""
-    tokens: list[int]  # the node's token
-    depth: list[int]  # its place after the prompt (0: an option's first token)
-    parent: list[int]  # the node before it, -1 for an option's first token
-    through: list[list[int]]  # the options whose next token the node predicts (those that begin with its prefix)
-
-
-def option_tree(options: list[list[int]]) -> OptionTree:
-    """The prefix tree of the options' input tokens (OptionTree), nodes in the order the options meet them."""
-    index: dict[tuple[int, int], int] = {}
-    tree = OptionTree([], [], [], [])
-    for j, o in enumerate(options):
-        node = -1  # the prompt's last token
-        for c in range(len(o) - 1):
-            key = (node, o[c])
-            if key not in index:
-                index[key] = len(tree.tokens)
-                tree.tokens.append(o[c])
-                tree.depth.append(c)
-                tree.parent.append(node)
-                tree.through.append([])
-            node = index[key]
-            tree.through[node].append(j)
-    return tree
 
 
 def packed_length(r: Request) -> int:
