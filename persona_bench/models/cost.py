@@ -157,9 +157,9 @@ def option_tree(options: list[list[int]]) -> OptionTree:
 def attention_flops(shapes: Shapes, prompt_ids: list[int], option_ids: list[list[int]] = ()) -> int:
     """Score and value matmuls (4 x heads x head_dim per query-key pair) over every layer, for a causal
     prompt and the option tokens fed after it, each distinct beginning of an option once
-    (scoring.cloze.option_tree): each attends to the prompt and its own option's earlier tokens."""
+    (option_tree, as scoring.cloze packs them): each attends to the prompt and its own option's earlier tokens."""
     n = len(prompt_ids)
-    depths = option_tree(option_ids).depth if option_ids else []
+    depths = option_tree(option_ids).depth
     per_pair = 4 * shapes.n_heads * shapes.head_dim
     total = 0
     for w in shapes.windows:
@@ -171,11 +171,11 @@ def attention_flops(shapes: Shapes, prompt_ids: list[int], option_ids: list[list
 
 def scoring_flops(shapes: Shapes, requests: list) -> dict:
     """The work scoring `requests` (scoring.requests.Request) needs: `tokens` through the body (each prompt, and
-    each distinct beginning of its options but their last tokens: scoring.cloze.option_tree), `linear` 2 x the
+    each distinct beginning of its options but their last tokens: option_tree), `linear` 2 x the
     body's linear parameters per such token, `attention` (attention_flops), and the output layer wherever a full
     distribution is needed (`head_rows`: the prompt's last position and each of those option positions for
     cloze, the answer position for letter; `head` 2 x its parameters per row)."""
-    fed = [len(option_tree(r.option_ids).tokens) if r.option_ids else 0 for r in requests]
+    fed = [len(option_tree(r.option_ids).tokens) for r in requests]
     tokens = sum(len(r.prompt_ids) for r in requests) + sum(fed)
     head_rows = len(requests) + sum(fed)
     return {"tokens": tokens, "head_rows": head_rows, "linear": 2 * shapes.body_params * tokens,

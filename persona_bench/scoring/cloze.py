@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from persona_bench.models.cost import OptionTree, option_tree  # noqa: F401 - scoring's tree, counted by cost
+from persona_bench.models.cost import option_tree  # the packed rows' layout; models.cost counts the same work
 from persona_bench.scoring.logits import cache_keyword, head_logits, kv_cache_of, left_pad, right_pad, text_config
 from persona_bench.scoring.requests import Request, Result, softmax
 
