@@ -205,7 +205,8 @@ def shape_ceiling(shapes: Shapes, dtype: str, device: str, tokens: int, head_row
                   seconds_per_shape: float = 0.5) -> dict:
     """The device's matmul rate (TFLOP/s) on the model's own layer shapes at `tokens` rows: 'body' is
     FLOP-weighted over the body's linear layers (x @ W.T, as nn.Linear computes it); 'head' is the
-    output layer at `head_rows` rows, the better of one matmul and 4,096-row vocabulary blocks."""
+    output layer at `head_rows` rows, the best of one matmul, (4,096-row vocabulary block x rows) products
+    and (rows x 1,024-row vocabulary block) products, the layout scoring.logits.head_logits runs."""
     dev = torch.device(device)
     dt = TORCH_DTYPES[dtype]
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -227,6 +228,10 @@ def shape_ceiling(shapes: Shapes, dtype: str, device: str, tokens: int, head_row
             for s in range(0, shapes.vocab, 4096):
                 w[s : s + 4096] @ xt
 
-        blocked = best_seconds(blocks, sync, seconds_per_shape)
+        def row_blocks():
+            for s in range(0, shapes.vocab, 1024):
+                x @ w[s : s + 1024].T
+
+        blocked = min(best_seconds(blocks, sync, seconds_per_shape), best_seconds(row_blocks, sync, seconds_per_shape))
         out["head"] = 2 * head_rows * shapes.head_params / min(whole, blocked) / 1e12
     return out
