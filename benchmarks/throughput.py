@@ -23,7 +23,8 @@ path and reports:
   matmul ceiling           the device's matmul rate in the run's dtype on the
                            model's own layer shapes (every distinct linear layer,
                            and the output layer), at the run's mean tokens per
-                           forward pass: FLOP-weighted over the layers
+                           forward pass: FLOP-weighted over the layers; timed
+                           before and after the run, each shape's better rate
   4096x4096 rate           the square matmul rate beside it, for reference
 
 and one line `fraction_of_matmul_ceiling=<x>` (achieved over ceiling). The line
@@ -113,15 +114,6 @@ def main() -> None:
     items = sample_batches(all_items, budget, args.n_prompts, packed)
     dev = torch.device(info["device"])
 
-    # Warm-up on a few prompts (first-call allocations, kernel selection), then the timed run.
-    score_items(backend, items[:4], job, {}, lambda b, r: None)
-    batches: list[int] = []
-    t = time.perf_counter()
-    results, timing = score_items(backend, items, job, {}, lambda b, r: batches.append(len(b)))
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t
-
     reqs = [it.request for it in items]
     shapes = layer_shapes(model, cfg.model.arch)
     work = scoring_flops(shapes, reqs)  # the head counts where the method needs a full distribution
@@ -129,12 +121,26 @@ def main() -> None:
     lin_flops, att_flops, head_flops = work["linear"], work["attention"], work["head"]
     # Padding: of the packed rows' positions (causal cloze), else of the prompt pass's.
     length = packed_length if packed else (lambda r: len(r.prompt_ids))
-    widths = [(len(b), max(length(reqs[i]) for i in b)) for b in make_batches(reqs, budget, packed=packed)]
+    cut = make_batches(reqs, budget, packed=packed)
+    widths = [(len(b), max(length(reqs[i]) for i in b)) for b in cut]
     prompt_padding = 1 - sum(length(r) for r in reqs) / sum(n * w for n, w in widths)
-    n_forward = max(1, timing["batches"])
-    mean_tokens = max(1, body_tokens // n_forward)
-    mean_head_rows = max(1, head_rows // n_forward)
-    rates = shape_ceiling(shapes, info["dtype"], str(dev), mean_tokens, mean_head_rows)
+    mean_tokens = max(1, body_tokens // len(cut))
+    mean_head_rows = max(1, head_rows // len(cut))
+
+    def ceiling() -> dict:
+        return shape_ceiling(shapes, info["dtype"], str(dev), mean_tokens, mean_head_rows)
+
+    # The ceiling is timed before and after the run, and each shape keeps its better rate: on a shared or
+    # throttled machine one quiet moment is enough for the ceiling, while the run pays for every busy one.
+    # Warm-up on a few prompts (first-call allocations, kernel selection), then the timed run.
+    first = ceiling()
+    score_items(backend, items[:4], job, {}, lambda b, r: None)
+    t = time.perf_counter()
+    results, timing = score_items(backend, items, job, {}, lambda b, r: None)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t
+    rates = {k: max(v, first[k]) for k, v in ceiling().items()}
     # The ceiling for this run's mix of work: each part's FLOPs at its shapes' best rate.
     ceil = dict(rates, all=(lin_flops + att_flops + head_flops) / ((lin_flops + att_flops) / rates["body"]
                                                                    + head_flops / max(rates["head"], 1e-9)))

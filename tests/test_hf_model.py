@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from persona_bench.config.errors import UserError
 from persona_bench.models import hub
+from persona_bench.models.devices import cpu_has_bf16
 from persona_bench.outputs import CONTROL
 from persona_bench.run.runner import run
 
@@ -109,7 +110,9 @@ def test_plan_of_a_hub_id_reads_its_config_json_alone(served, tmp_path, capsys):
     assert (cfg.model.name, cfg.model.source, cfg.model.arch) == ("Qwen2.5-0.5B-Instruct", "hub", "causal")
     assert (cfg.model.params_b, cfg.model.non_embedding_params_b) == (0.494, 0.3578)
     plan = run(cfg)["dry_run"]
-    assert plan["params_b"] == 0.494 and plan["weight_gib"] == round(0.494e9 * 2 / 2**30, 2)  # bf16
+    # dtype=auto: bf16 on a CPU with bf16 units, fp32 on an AVX2-only one (models.devices.resolve_dtype)
+    assert plan["dtype"] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert plan["params_b"] == 0.494 and plan["weight_gib"] == round(0.494e9 * {"bf16": 2, "fp32": 4}[plan["dtype"]] / 2**30, 2)
     assert plan["chat_template"].startswith("system turn; it writes a default system prompt")
     assert "494M parameters" in capsys.readouterr().out
     assert {f for _, f in asked} <= {"config.json", "tokenizer_config.json", "chat_template.jinja"}

@@ -18,7 +18,7 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1320px;margin:24px auto
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:2em}h3{margin-top:1.4em}
 p,li{max-width:1100px}
 table{border-collapse:collapse;font-size:.85em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
-th{background:#f3f3f3;vertical-align:bottom;max-width:8.5em}.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f3f3;vertical-align:bottom;max-width:8.5em}td:first-child{overflow-wrap:anywhere}.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;border:1px solid #eee}
 .note{color:#555;font-size:.9em}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.8em}
 nav a{margin-right:12px}details{margin:6px 0}.scroll{overflow-x:auto;max-width:100%}
