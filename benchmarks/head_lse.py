@@ -17,7 +17,8 @@ import types
 
 import torch
 
-from persona_bench.scoring.logits import head_logits, vocab_block
+from persona_bench.models.cost import vocab_block
+from persona_bench.scoring.logits import head_logits
 
 
 def running_lse(weight: torch.Tensor, hidden: torch.Tensor, block: int = 4096) -> torch.Tensor:

@@ -207,12 +207,18 @@ def best_seconds(fn, sync, seconds: float, min_runs: int = 3) -> float:
     return best
 
 
+def vocab_block(rows: int) -> int:
+    """Vocabulary rows per output-layer block for `rows` hidden states: about a million fp32 logits
+    (4 MB, a core's L2 and a share of L3), a power of two from 1,024 to 4,096."""
+    return max(1024, min(4096, 1 << max(0, (2**20 // max(rows, 1)).bit_length() - 1)))
+
+
 def shape_ceiling(shapes: Shapes, dtype: str, device: str, tokens: int, head_rows: int,
                   seconds_per_shape: float = 0.5) -> dict:
     """The device's matmul rate (TFLOP/s) on the model's own layer shapes at `tokens` rows: 'body' is
     FLOP-weighted over the body's linear layers (x @ W.T, as nn.Linear computes it); 'head' is the
     output layer at `head_rows` rows, the best of one matmul, (4,096-row vocabulary block x rows) products
-    and (rows x 1,024-row vocabulary block) products, the layout scoring.logits.head_logits runs."""
+    and (rows x vocab_block(rows) vocabulary rows) products, the layout scoring.logits.head_logits runs."""
     dev = torch.device(device)
     dt = TORCH_DTYPES[dtype]
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -235,8 +241,9 @@ def shape_ceiling(shapes: Shapes, dtype: str, device: str, tokens: int, head_row
                 w[s : s + 4096] @ xt
 
         def row_blocks():
-            for s in range(0, shapes.vocab, 1024):
-                x @ w[s : s + 1024].T
+            step = vocab_block(head_rows)
+            for s in range(0, shapes.vocab, step):
+                x @ w[s : s + step].T
 
         blocked = min(best_seconds(blocks, sync, seconds_per_shape), best_seconds(row_blocks, sync, seconds_per_shape))
         out["head"] = 2 * head_rows * shapes.head_params / min(whole, blocked) / 1e12

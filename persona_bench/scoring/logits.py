@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from persona_bench.models.cost import vocab_block  # the block size models.cost.shape_ceiling also times
 from persona_bench.scoring.requests import Request
 
 
@@ -57,12 +58,6 @@ def text_config(model):
 def softcap(model, logits: torch.Tensor) -> torch.Tensor:
     cap = getattr(model.config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
-
-
-def vocab_block(rows: int) -> int:
-    """Vocabulary rows per output-layer block for `rows` hidden states: about a million fp32 logits
-    (4 MB, a core's L2 and a share of L3), a power of two from 1,024 to 4,096."""
-    return max(1024, min(4096, 1 << max(0, (2**20 // max(rows, 1)).bit_length() - 1)))
 
 
 def head_logits(model, hidden: torch.Tensor, ids: torch.Tensor, block: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
