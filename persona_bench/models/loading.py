@@ -18,6 +18,7 @@ devices, GGUF conversion and the hub. Sources:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib
 import importlib.util
@@ -281,6 +282,17 @@ def gguf_converted_dir(cfg: ModelConfig, cache_dir: Path) -> tuple[Path, dict]:
     stamp = {"gguf_sha256": sha, "package": cfg.path}
     if (converted / "config.json").exists():
         return converted, {**stamp, "converted_sha256": verify_converted(converted)}
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:  # jobs started together (a parallel sweep) convert once, one at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (converted / "config.json").exists():  # another process converted it while this one waited
+            return converted, {**stamp, "converted_sha256": verify_converted(converted)}
+        return converted, {**stamp, "converted_sha256": convert_gguf(pkg, root, converted)}
+
+
+def convert_gguf(pkg, root: Path, converted: Path) -> str:
+    """Assemble the package's GGUF, dequantise it and save it as safetensors in `converted`; returns the
+    copy's hash. The caller holds root/.lock."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(pkg.assemble(root / pkg.MODEL_NAME))
@@ -300,7 +312,7 @@ def gguf_converted_dir(cfg: ModelConfig, cache_dir: Path) -> tuple[Path, dict]:
     digest = record_converted(tmp)  # checked on every later load
     os.replace(tmp, converted)
     gguf.unlink()  # the converted copy is all later runs need
-    return converted, {**stamp, "converted_sha256": digest}
+    return digest
 
 
 def loaded_revision(cfg: ModelConfig, model, where: str, stamp: dict) -> Optional[str]:
