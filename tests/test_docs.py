@@ -211,6 +211,14 @@ def test_run_py_command_composes(env, args):
             raise AssertionError(f"job {job} of the sweep: {e}") from e
 
 
+def test_ci_runs_the_readmes_test_command():
+    """.ci/run ends with the README's test command, exactly (the command a user runs is the one CI runs)."""
+    readme = [line.split("#")[0].strip() for line in README.read_text().splitlines()]
+    (command,) = [line for line in readme if line.startswith("python -m pytest")]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
+    assert ci[-1] == command
+
+
 def test_docs_show_the_essential_commands():
     shown = {" ".join(p.values[1]) for p in commands()}
     assert "" in shown, "the demo: python run.py"
