@@ -16,10 +16,10 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 # The README's test command runs two pytest-xdist workers (-n 2): each worker, and every run.py it starts, gets
-# an equal share of the cores for torch (OMP_NUM_THREADS, read when torch starts), so that two workers do not
+# an equal share of the cores it may run on for torch (OMP_NUM_THREADS, read when torch starts), so that two workers do not
 # oversubscribe the CPU. A value set by the caller is kept.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+    _share = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
     os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 
 from tiny_models import build_tiny_model  # noqa: E402
