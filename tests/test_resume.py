@@ -147,7 +147,7 @@ def test_an_oom_on_a_single_prompt_is_a_clear_error(tmp_path):
 
 # -- real run.py processes, killed and rerun ---------------------------------------------------------------
 COMMAND = ["debug=tiny", "tracking=none", "model.batch_tokens=400",  # 30 prompts in about 15 batches
-           "report.enabled=false", "report.perplexity=false", "report.self_pick=false", "scoring.self_check=0"]
+           "report.enabled=false", "report.perplexity=false", "scoring.self_check=0"]
 
 
 def start(cwd, *args):
